@@ -1,0 +1,27 @@
+"""Errors that the CLI turns into a one-line message and a non-zero exit code (no traceback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class DlbenchError(Exception):
+    """A problem the user can fix (bad name, bad value, missing file). Exit code 2."""
+
+    exit_code = 2
+
+
+class UnknownChoiceError(DlbenchError, ValueError):
+    """A name or option value that is not among the valid ones; the message lists them."""
+
+    def __init__(self, what: str, value: object, choices: Iterable[object]):
+        self.what, self.value, self.choices = what, value, tuple(choices)
+        valid = ", ".join(str(c) for c in self.choices)
+        super().__init__(f"unknown {what} {value!r}; valid choices: {valid}")
+
+
+def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
+    """Raise :class:`UnknownChoiceError` unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise UnknownChoiceError(what, value, choices)

@@ -1,0 +1,109 @@
+"""The one contract every sequence layer implements.
+
+A sequence layer maps (seq, hidden) or (batch, seq, hidden) to the same shape. Concrete layers are
+final: they subclass :class:`AbstractSequenceLayer`, implement ``_forward`` on one (seq, hidden)
+sequence, and are never subclassed themselves.
+
+Parameters that the papers train with their own learning rate (the SSM's dynamics) are stored as
+:class:`SSMParam`, a subtype of ``nnx.Param``; the training loop turns that type into an optax
+partition, so no loop ever matches parameter names.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float
+
+from dlbench.errors import check_choice
+from dlbench.layers.scan import BACKENDS, DEFAULT_CHUNK_SIZE
+
+SCAN_CHOICES = BACKENDS + ("auto",)
+
+
+class SSMParam(nnx.Param):
+    """A parameter of the state-space dynamics (eigenvalues, step sizes, input/output maps)."""
+
+
+def auto_backend(platform: str, seq_len: int, scans: tuple[str, ...]) -> str:
+    """The backend ``scan="auto"`` resolves to.
+
+    The rule comes from ``dlbench profile scan`` measurements (see README, "Choosing a backend").
+    A layer with a faster exact formulation of its own names it per platform in ``preferred``.
+    """
+    if platform == "cpu":
+        return "sequential"
+    return "associative" if seq_len <= 1 << 17 else "chunked"
+
+
+def complex_dtype(dtype) -> jnp.dtype:
+    """The complex dtype that carries a state computed in ``dtype`` (at least single precision)."""
+    return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+
+
+def scan_dtype(dtype) -> jnp.dtype:
+    """Recurrences run in at least float32: bfloat16 states lose the signal within a few hundred steps."""
+    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
+class AbstractSequenceLayer(nnx.Module, abc.ABC):
+    """(seq, hidden) -> (seq, hidden), optionally batched; includes the layer's own D*u skip.
+
+    Args (shared by every layer's constructor):
+      hidden_dim: H, the width of the input and output.
+      state_dim: P, the state size (its meaning per layer is in MODELS.md).
+      rngs: ``nnx.Rngs`` for initialisation.
+      dtype: computation dtype of inputs and outputs.
+      param_dtype: storage dtype of the parameters.
+      scan: one of ``scans`` (the generic backends plus any the layer adds) or "auto".
+      chunk_size: steps per chunk for the chunked backend.
+    """
+
+    scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES
+    # Backends listed here are tried by "auto" before the generic rule (fastest exact first).
+    preferred: ClassVar[dict[str, str]] = {}
+
+    def _init_common(self, hidden_dim: int, state_dim: int, *, dtype, param_dtype, scan: str, chunk_size: int):
+        check_choice(f"scan backend for {type(self).__name__}", scan, self.scans)
+        if hidden_dim < 1 or state_dim < 1:
+            raise ValueError(f"hidden_dim and state_dim must be positive, got {hidden_dim} and {state_dim}")
+        self.hidden_dim = hidden_dim
+        self.state_dim = state_dim
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.scan = scan
+        self.chunk_size = chunk_size
+
+    def resolve_scan(self, seq_len: int) -> str:
+        """The concrete backend this call uses (resolves "auto" for the default device)."""
+        if self.scan != "auto":
+            return self.scan
+        platform = jax.default_backend()
+        if platform in self.preferred:
+            return self.preferred[platform]
+        return auto_backend(platform, seq_len, self.scans)
+
+    def __call__(self, x: Float[Array, "*batch seq hidden"]) -> Float[Array, "*batch seq hidden"]:
+        if x.ndim == 2:
+            return self._forward(x)
+        if x.ndim == 3:
+            return jax.vmap(self._forward)(x)
+        raise ValueError(f"{type(self).__name__} expects (seq, hidden) or (batch, seq, hidden), got shape {x.shape}")
+
+    @abc.abstractmethod
+    def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
+        """One sequence through the layer."""
+
+    @abc.abstractmethod
+    def min_bytes_per_token(self, dtype_bytes: int) -> int:
+        """The fewest bytes one token must move through memory in a forward pass of this layer.
+
+        Reading the input and writing the output (2 H values) plus whatever state the formulation
+        cannot avoid touching per step; the formula per layer is documented in its docstring and the
+        README. Used to put achieved throughput against the device's measured bandwidth.
+        """
+

@@ -1,0 +1,197 @@
+"""Shared scan primitives for linear recurrences h_k = a_k (.) h_{k-1} + b_k, h_{-1} = h0 (default 0).
+
+Every sequence layer reduces its recurrence to this form and picks one backend:
+
+- ``"sequential"``: ``jax.lax.scan``, one step at a time (O(L) depth, O(1) extra memory per step).
+- ``"associative"``: ``jax.lax.associative_scan``, the parallel prefix scan the papers use
+  (O(log L) depth, materialises every state).
+- ``"chunked"``: the sequence is cut into chunks of ``chunk_size`` steps; a parallel scan runs inside a
+  chunk and the state is carried across chunks by ``lax.scan``. The chunk body is rematerialised in
+  the backward pass (``jax.checkpoint``), so memory is bounded by one chunk of states plus one carry
+  per chunk; this is what keeps Mamba's (L, d_inner, N) states off the heap.
+
+The operator (.) is given by a :class:`Semigroup`: elementwise products for diagonal systems
+(S5, LRU, S6/Mamba) and 2x2 block products for the oscillatory layers (LinOSS, D-LinOSS), whose
+transition is a real 2x2 block per state acting on the complex pair [z; x].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+BACKENDS = ("associative", "sequential", "chunked")
+DEFAULT_CHUNK_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Semigroup:
+    """How transitions compose and act on states.
+
+    ``compose(a_later, a_earlier)`` is the transition of two consecutive steps and ``act(a, h)``
+    applies a transition to a state. Both broadcast over leading axes.
+    """
+
+    name: str
+    compose: Callable[[Any, Any], Any]
+    act: Callable[[Any, Any], Any]
+    identity_like: Callable[[Any], Any]
+
+
+DIAGONAL = Semigroup(
+    name="diagonal",
+    compose=lambda later, earlier: later * earlier,
+    act=lambda a, h: a * h,
+    identity_like=jnp.ones_like,
+)
+
+
+def _block_compose(later: jax.Array, earlier: jax.Array) -> jax.Array:
+    # Written out elementwise (not as einsum) because XLA turns 2x2 dots into slow tiny GEMMs.
+    a, b, c, d = later[..., 0, 0], later[..., 0, 1], later[..., 1, 0], later[..., 1, 1]
+    e, f, g, h = earlier[..., 0, 0], earlier[..., 0, 1], earlier[..., 1, 0], earlier[..., 1, 1]
+    row0 = jnp.stack([a * e + b * g, a * f + b * h], axis=-1)
+    row1 = jnp.stack([c * e + d * g, c * f + d * h], axis=-1)
+    return jnp.stack([row0, row1], axis=-2)
+
+
+def _block_act(m: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.stack(
+        [m[..., 0, 0] * w[..., 0] + m[..., 0, 1] * w[..., 1], m[..., 1, 0] * w[..., 0] + m[..., 1, 1] * w[..., 1]],
+        axis=-1,
+    )
+
+
+BLOCK2X2 = Semigroup(
+    name="block2x2",
+    compose=_block_compose,
+    act=_block_act,
+    identity_like=lambda m: jnp.broadcast_to(jnp.eye(2, dtype=m.dtype), m.shape),
+)
+
+
+def _combine(semigroup: Semigroup):
+    def combine(earlier, later):
+        a_e, b_e = earlier
+        a_l, b_l = later
+        return semigroup.compose(a_l, a_e), semigroup.act(a_l, b_e) + b_l
+
+    return combine
+
+
+def _sequential(a, b, h0, semigroup: Semigroup, invariant: bool):
+    def step(h, ab):
+        a_k, b_k = ab
+        h = semigroup.act(a_k, h) + b_k
+        return h, h
+
+    if invariant:
+        _, hs = jax.lax.scan(lambda h, b_k: step(h, (a, b_k)), h0, b)
+    else:
+        _, hs = jax.lax.scan(step, h0, (a, b))
+    return hs
+
+
+def _associative(a, b, h0, semigroup: Semigroup, invariant: bool):
+    if invariant:
+        a = jnp.broadcast_to(a, b.shape[:1] + a.shape)
+    a_cum, hs = jax.lax.associative_scan(_combine(semigroup), (a, b), axis=0)
+    if h0 is None:
+        return hs
+    return hs + semigroup.act(a_cum, h0)
+
+
+def pad_to_multiple(x: jax.Array, multiple: int, axis: int = 0) -> jax.Array:
+    """Zero-pad ``x`` along ``axis`` to a multiple of ``multiple`` (causal scans ignore the tail)."""
+    pad = (-x.shape[axis]) % multiple
+    if pad == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(x, widths)
+
+
+def scan_chunks(
+    body: Callable[[Any, Any], tuple[Any, Any]],
+    carry: Any,
+    xs: Any,
+    chunk_size: int,
+    *,
+    checkpoint: bool = True,
+) -> Any:
+    """Run ``body(carry, xs_chunk) -> (carry, ys_chunk)`` over consecutive chunks of the leading axis.
+
+    Every leaf of ``xs`` has the sequence on axis 0. The tail is zero-padded to a whole chunk and the
+    padded outputs are dropped, which is exact for causal bodies. Returns ``ys`` with the original
+    length. With ``checkpoint`` the backward pass recomputes each chunk instead of storing it.
+    """
+    leaves = jax.tree_util.tree_leaves(xs)
+    length = leaves[0].shape[0]
+    chunk_size = max(1, min(chunk_size, length))
+    n_chunks = math.ceil(length / chunk_size)
+    padded = jax.tree_util.tree_map(
+        lambda x: pad_to_multiple(x, chunk_size).reshape((n_chunks, chunk_size) + x.shape[1:]), xs
+    )
+    step = jax.checkpoint(body) if checkpoint else body
+    _, ys = jax.lax.scan(step, carry, padded)
+    return jax.tree_util.tree_map(lambda y: y.reshape((n_chunks * chunk_size,) + y.shape[2:])[:length], ys)
+
+
+def _chunked(a, b, h0, semigroup: Semigroup, invariant: bool, chunk_size: int):
+    if h0 is None:
+        h0 = jnp.zeros(b.shape[1:], b.dtype)
+
+    if invariant:
+
+        def body(h, b_c):
+            hs = _associative(a, b_c, h, semigroup, invariant=True)
+            return hs[-1], hs
+
+        return scan_chunks(body, h0, b, chunk_size)
+
+    def body(h, ab_c):
+        a_c, b_c = ab_c
+        hs = _associative(a_c, b_c, h, semigroup, invariant=False)
+        return hs[-1], hs
+
+    return scan_chunks(body, h0, (a, b), chunk_size)
+
+
+def linear_scan(
+    a: jax.Array,
+    b: jax.Array,
+    *,
+    backend: str,
+    semigroup: Semigroup = DIAGONAL,
+    invariant: bool = False,
+    h0: jax.Array | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> jax.Array:
+    """All states of h_k = a_k (.) h_{k-1} + b_k.
+
+    Args:
+      a: transitions, shape (L, *S) or, with ``invariant=True``, one transition (*S) for every step
+        (for BLOCK2X2, *S ends in (2, 2)).
+      b: inputs, shape (L, *state) with state the shape of h.
+      backend: one of :data:`BACKENDS`.
+      semigroup: DIAGONAL or BLOCK2X2.
+      invariant: the system is time-invariant and ``a`` has no time axis.
+      h0: initial state (*state); zeros when omitted.
+      chunk_size: steps per chunk for the chunked backend.
+
+    Returns:
+      h, shape (L, *state).
+    """
+    if backend == "sequential":
+        start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
+        return _sequential(a, b, start, semigroup, invariant)
+    if backend == "associative":
+        return _associative(a, b, h0, semigroup, invariant)
+    if backend == "chunked":
+        return _chunked(a, b, h0, semigroup, invariant, chunk_size)
+    raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
