@@ -1,0 +1,214 @@
+"""The shared network that wraps any registered sequence layer (MODELS.md section 1).
+
+    x = W_enc u + b_enc
+    repeat num_blocks: s = x; x = Norm(x); x = Layer(x); x = Dropout(GELU(x)); x = GLU(x); x = s + Dropout(x)
+    classification: logits = W_dec mean_t(x) + b_dec
+    regression:      act(W_dec x_k + b_dec) at k = s-1, 2s-1, ...  (act = tanh in the papers)
+
+Only the sequence layer differs between models, so every comparison runs the same network. This
+module knows no concrete layer: it builds them through the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float
+
+from dlbench.errors import check_choice
+from dlbench.layers.base import AbstractSequenceLayer
+from dlbench.registry import get_model
+
+NORMS = ("batch", "layer")
+HEADS = ("classification", "regression")
+OUTPUT_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "identity": lambda x: x}
+
+
+def fan_in_uniform(fan_in: int):
+    """U(+-1/sqrt(fan_in)), the papers' (PyTorch-style) init for linear weights and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype, param_dtype) -> nnx.Linear:
+    init = fan_in_uniform(in_features)
+    return nnx.Linear(
+        in_features, out_features, kernel_init=init, bias_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: Norm -> sequence layer -> GELU -> dropout -> GLU -> dropout -> + skip."""
+
+    def __init__(self, layer: AbstractSequenceLayer, *, norm: str, dropout: float, rngs: nnx.Rngs, dtype, param_dtype):
+        hidden = layer.hidden_dim
+        if norm == "batch":
+            # The papers' BatchNorm: statistics over (batch, time), no affine part.
+            self.norm = nnx.BatchNorm(hidden, use_bias=False, use_scale=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        else:
+            self.norm = nnx.LayerNorm(hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layer = layer
+        self.glu_value = linear(hidden, hidden, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.glu_gate = linear(hidden, hidden, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: Float[Array, "batch seq hidden"], mask: Bool[Array, "batch seq"] | None) -> Float[Array, "batch seq hidden"]:
+        skip = x
+        if isinstance(self.norm, nnx.BatchNorm):
+            x = self.norm(x, mask=None if mask is None else mask[..., None])
+        else:
+            x = self.norm(x)
+        x = self.layer(x)
+        x = self.dropout(jax.nn.gelu(x, approximate=True))
+        x = self.glu_value(x) * jax.nn.sigmoid(self.glu_gate(x))
+        return skip + self.dropout(x)
+
+
+class SequenceModel(nnx.Module):
+    """Encoder, ``num_blocks`` residual blocks around a sequence layer, and a head.
+
+    Args:
+      make_layer: builds one block's sequence layer from ``rngs``.
+      num_inputs: input channels per step.
+      hidden_dim: H.
+      num_blocks: residual blocks.
+      num_outputs: classes (classification) or target channels (regression).
+      head: "classification" (mean over valid steps, then linear) or "regression" (per step).
+      norm: "batch" (the papers') or "layer".
+      dropout: dropout rate inside the blocks.
+      output_step: regression targets are read at steps s-1, 2s-1, ... (PPG-DaLiA: s = 128).
+      output_activation: "tanh" (the papers' regression head, for targets in [-1, 1]) or "identity".
+    """
+
+    def __init__(
+        self,
+        make_layer: Callable[[nnx.Rngs], AbstractSequenceLayer],
+        *,
+        num_inputs: int,
+        hidden_dim: int,
+        num_blocks: int,
+        num_outputs: int,
+        rngs: nnx.Rngs,
+        head: str = "classification",
+        norm: str = "batch",
+        dropout: float = 0.05,
+        output_step: int = 1,
+        output_activation: str = "tanh",
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        check_choice("head", head, HEADS)
+        check_choice("norm", norm, NORMS)
+        check_choice("output activation", output_activation, OUTPUT_ACTIVATIONS)
+        if output_step < 1:
+            raise ValueError(f"output_step must be >= 1, got {output_step}")
+        self.head = head
+        self.output_step = output_step
+        self.output_activation = output_activation
+        self.dtype = dtype
+        self.encoder = linear(num_inputs, hidden_dim, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.blocks = nnx.List(
+            [
+                Block(make_layer(rngs), norm=norm, dropout=dropout, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                for _ in range(num_blocks)
+            ]
+        )
+        self.decoder = linear(hidden_dim, num_outputs, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(
+        self, u: Float[Array, "batch seq inputs"], mask: Bool[Array, "batch seq"] | None = None
+    ) -> Float[Array, "batch outputs"] | Float[Array, "batch steps outputs"]:
+        """Logits (batch, classes) or per-step predictions (batch, seq // output_step, outputs).
+
+        ``mask`` marks the valid steps of padded sequences; padding sits at the end, so the causal
+        layers never let it reach a valid step, and pooling and BatchNorm statistics skip it.
+        """
+        x = self.encoder(u.astype(self.dtype))
+        for block in self.blocks:
+            x = block(x, mask)
+        if self.head == "classification":
+            if mask is None:
+                pooled = x.mean(axis=1)
+            else:
+                weights = mask[..., None].astype(x.dtype)
+                pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+            return self.decoder(pooled)
+        readout = x[:, self.output_step - 1 :: self.output_step]
+        return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(readout))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a model instance besides its name and seed."""
+
+    num_inputs: int = 1
+    hidden_dim: int = 128
+    state_dim: int = 64
+    num_blocks: int = 2
+    num_outputs: int = 10
+    head: str = "classification"
+    norm: str = "batch"
+    dropout: float = 0.05
+    output_step: int = 1
+    output_activation: str = "tanh"
+    scan: str = "auto"
+    layer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def build_model(name: str, config: ModelConfig = ModelConfig(), *, seed: int = 0, dtype=jnp.float32, param_dtype=None) -> SequenceModel:
+    """The registered model ``name`` in the shared backbone, initialised from ``seed``."""
+    spec = get_model(name)
+    param_dtype = dtype if param_dtype is None else param_dtype
+    if jnp.dtype(param_dtype) == jnp.bfloat16:
+        param_dtype = jnp.float32
+
+    def make_layer(rngs: nnx.Rngs) -> AbstractSequenceLayer:
+        return spec.make_layer(
+            config.hidden_dim,
+            config.state_dim,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            scan=config.scan,
+            **config.layer_options,
+        )
+
+    return SequenceModel(
+        make_layer,
+        num_inputs=config.num_inputs,
+        hidden_dim=config.hidden_dim,
+        num_blocks=config.num_blocks,
+        num_outputs=config.num_outputs,
+        head=config.head,
+        norm=config.norm,
+        dropout=config.dropout,
+        output_step=config.output_step,
+        output_activation=config.output_activation,
+        rngs=nnx.Rngs(params=seed, dropout=seed + 1),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def count_parameters(model: nnx.Module) -> int:
+    """Parameter count as the papers report it.
+
+    Trainable parameters plus BatchNorm running statistics, plus one per BatchNorm layer (the
+    papers' equinox BatchNorm keeps a first-call flag in its state and counts it).
+    """
+    params = nnx.state(model, nnx.Param)
+    stats = nnx.state(model, nnx.BatchStat)
+    total = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    total += sum(x.size for x in jax.tree_util.tree_leaves(stats))
+    total += sum(1 for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm))
+    return int(total)
