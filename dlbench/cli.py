@@ -51,9 +51,156 @@ def models_command(
 
 # --- profile commands (dlbench profile ...) ---
 
+profile_app = typer.Typer(help="Time scans and measure the device.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _ints(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t.replace("_", "")) for t in _split(text))
+    except ValueError:
+        raise DlbenchError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+@profile_app.command("scan")
+def profile_scan_command(
+    models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = "all",
+    backends: Annotated[str, typer.Option(help="associative,sequential,chunked,auto, a layer's own backend, or 'all'.")] = "auto",
+    lengths: Annotated[str, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000).")] = "",
+    batch: Annotated[int, typer.Option(help="Sequences per call.")] = 1,
+    hidden: Annotated[int, typer.Option(help="Hidden width H.")] = 128,
+    state: Annotated[int, typer.Option(help="State size P.")] = 64,
+    mode: Annotated[str, typer.Option(help="fwd, fwdbwd or both.")] = "both",
+    target: Annotated[str, typer.Option(help="layer (one sequence layer) or model (the whole network).")] = "layer",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float64.")] = "float32",
+    repeats: Annotated[int, typer.Option(help="At least this many timed calls per cell.")] = 5,
+    min_time: Annotated[float, typer.Option(help="And at least this many seconds of timed calls.")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="Seconds one cell may take (isolated cells are killed).")] = 300.0,
+    memory_limit_gb: Annotated[float | None, typer.Option(help="Address-space limit per isolated cell (GiB).")] = None,
+    out: Annotated[str, typer.Option(help="Output directory for rows.csv and throughput.png.")] = "",
+    resume: Annotated[bool, typer.Option(help="Skip cells already measured in --out.")] = False,
+    isolate: Annotated[bool, typer.Option(help="One process per cell (own peak memory, survivable crashes).")] = True,
+) -> None:
+    """Throughput of every model's scan against sequence length (rows + log-log plot)."""
+    from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, MODES, ScanSweep, run_sweep
+    from dlbench.registry import parse_model_list
+    from dlbench.results import new_run_id
+
+    sweep = ScanSweep(
+        models=parse_model_list(models),
+        backends=ALL_BACKENDS if backends.strip() == "all" else _split(backends),
+        lengths=_ints("--lengths", lengths) if lengths else DEFAULT_LENGTHS,
+        batch=batch,
+        hidden=hidden,
+        state=state,
+        modes=MODES if mode == "both" else (mode,),
+        target=target,
+        dtype=dtype,
+        repeats=repeats,
+        min_time=min_time,
+        timeout=timeout,
+        isolate=isolate,
+        memory_limit_gb=memory_limit_gb,
+    )
+    run_sweep(sweep, out or f"runs/scan-{new_run_id()}", resume=resume, console=console)
+
+
+@profile_app.command("bandwidth")
+def profile_bandwidth_command(
+    megabytes: Annotated[int, typer.Option(help="Array size in MiB (read once, written once).")] = 256,
+    out: Annotated[str, typer.Option(help="Append a row to OUT/rows.csv as well.")] = "",
+) -> None:
+    """The default device's copy bandwidth (the limit scan rows are compared with)."""
+    from pathlib import Path
+
+    from dlbench.profile import ROWS_FILE, measure_bandwidth
+    from dlbench.results import RowWriter, new_run_id
+
+    value = measure_bandwidth(megabytes)
+    console.print(f"copy bandwidth: {value / 1e9:.2f} GB/s ({megabytes} MiB, read + write)")
+    if out:
+        RowWriter(Path(out) / ROWS_FILE, defaults={"run_id": new_run_id()}).write(
+            {"task": "bandwidth", "model": "", "metric": "bandwidth", "value": value, "unit": "bytes/s", "source": f"x+1 on {megabytes} MiB float32"}
+        )
+
 # --- run / suites commands ---
 
 # --- export / compare / plot / show / merge commands ---
+
+export_app = typer.Typer(help="Export derived tables (leaderboards) from result rows.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+_EXPORT_SUFFIXES = {".csv": "csv", ".md": "md", ".tex": "latex"}
+
+
+@export_app.command("leaderboard")
+def export_leaderboard_command(
+    results: Annotated[list[str], typer.Argument(help="Result CSV files or directories (searched recursively).")],
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv, md or latex (default: from --out's suffix, else md).")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Training metric to rank by (default: test_accuracy, test_mse or test_rmse).")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="auto, training or throughput (profile rows).")] = "auto",
+    out: Annotated[str | None, typer.Option(help="Write here instead of standard output.")] = None,
+) -> None:
+    """Leaderboards: per task mean ± std over seeds beside the published numbers; tokens/s per length."""
+    from pathlib import Path
+
+    from dlbench.report import export_leaderboard
+    from dlbench.results import read_rows
+
+    fmt = format or _EXPORT_SUFFIXES.get(Path(out).suffix.lower() if out else "", "md")
+    text = export_leaderboard(read_rows(results), fmt, metric=metric, kind=kind)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        console.print(f"wrote {out}")
+
+
+@app.command("compare")
+def compare_command(
+    base: Annotated[str, typer.Argument(help="BASE run: a result CSV or directory.")],
+    new: Annotated[str, typer.Argument(help="NEW run: a result CSV or directory.")],
+    fail_if: Annotated[
+        str | None, typer.Option(help="Gate such as median:5%: exit 1 if a cell got significantly worse by more.")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test and CI.")] = 0.01,
+    metric: Annotated[list[str] | None, typer.Option(help="Only these metrics (repeatable).")] = None,
+) -> None:
+    """Compare matching cells of two runs: ratio of medians, CI, Mann-Whitney U; gate for CI."""
+    from dlbench.report import compare_runs
+
+    compare_runs([base], [new], fail_if=fail_if, alpha=alpha, metrics=metric or None, console=console)
+
+
+@app.command("plot")
+def plot_command(
+    results: Annotated[list[str], typer.Argument(help="Result CSV files or directories.")],
+    kind: Annotated[str, typer.Option(help="auto, throughput, memory or training.")] = "auto",
+    out: Annotated[str | None, typer.Option(help="PNG path (default: KIND.png beside the results).")] = None,
+) -> None:
+    """Plot throughput or peak memory against length (log-log), or training curves."""
+    from dlbench.report import plot_results
+
+    console.print(f"wrote {plot_results(results, kind, out)}")
+
+
+@app.command("show")
+def show_command(
+    results: Annotated[list[str], typer.Argument(help="Result CSV files or directories.")],
+) -> None:
+    """Summarise a run: median ± IQR per cell, range, n, and warnings (outliers, slow first run, failures)."""
+    from dlbench.report import show
+
+    show(results, console=console)
+
 
 
 def main(argv: list[str] | None = None) -> int:

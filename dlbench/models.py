@@ -210,5 +210,5 @@ def count_parameters(model: nnx.Module) -> int:
     stats = nnx.state(model, nnx.BatchStat)
     total = sum(x.size for x in jax.tree_util.tree_leaves(params))
     total += sum(x.size for x in jax.tree_util.tree_leaves(stats))
-    total += sum(1 for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm))
+    total += sum(1 for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm))
     return int(total)

@@ -1,0 +1,502 @@
+"""Oscillatory state-space layers: LinOSS (IM, IMEX) and D-LinOSS (IMEX1, IMEX2, IM, EX).
+
+Symbols (MODELS.md section 2; D-LinOSS: Boyer, Rusch & Rus, arXiv 2505.12171, eqs. 3-6;
+LinOSS: Rusch & Rus, ICLR 2025, arXiv 2410.03943, eqs. 4-7). Per state i = 1..P, all diagonal:
+
+- u_k (H,) the layer input at step k; y_k (H,) the output.
+- A (P,) stiffness (squared natural frequency), A >= 0;  G (P,) damping, G >= 0 (G = 0 for LinOSS).
+- dt (P,) the learned step size, in (0, 1).
+- B (P, H) complex input map, b_k = B u_k;  C (H, P) complex output map;  D (H,) real skip.
+- w_k = [z_k; x_k] the complex state: velocity z and position x of each oscillator.
+- M (P, 2, 2) the real, time-invariant transition per state and F_k = f b_k (P, 2) the input per step,
+  f (P, 2) real, so that w_k = M w_{k-1} + F_k with w_{-1} = 0, and y_k = Re(C x_k) + D u_k.
+- S the normaliser of each implicit step (its meaning per variant is in :data:`DISCRETIZATIONS`).
+
+Continuous system: x'' = -A x - G x' + B u. Raw parameters (names and layouts are public API): A_diag
+(P,), G_diag (P,) (D-LinOSS only), dt (P,), B (P, H, 2) and C (H, P, 2) as real/imaginary pairs, D (H,).
+Each variant projects the raw values onto the set where its discretization behaves (MODELS.md); the
+projections are the ones of the authors' code.
+
+Backends. The generic ones (``linear_scan`` with the 2x2 block semigroup) are kept: "associative" is
+the authors' own formulation. Two exact formulations of our own exploit that the system is LTI and
+that F_k has rank one per state (F_k = f b_k with f real):
+
+- ``"chunked-toeplitz"``: cut the sequence into blocks of ``TOEPLITZ_BLOCK`` steps. Inside a block,
+  x_t = sum_{j<=t} K_{t-j} b_j + R_t h with the kernel K_n = e_x^T M^n f and R_t = e_x^T M^{t+1}: a
+  batched (P, T, T) Toeplitz matrix product (GEMM-shaped work). The block-entry state h is carried
+  across blocks by a 2x2 scan over L/T steps. No eigen-decomposition, so repeated eigenvalues (Jordan
+  blocks at the edge of the IMEX1 band, A = 0 in LinOSS) need no special case, and the arithmetic is
+  real (the real and imaginary parts of b are independent columns because M and f are real).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Float
+
+from dlbench.errors import DlbenchError, check_choice
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
+from dlbench.layers.scan import BLOCK2X2, linear_scan
+from dlbench.registry import register_model
+
+# Steps per block of the chunked-Toeplitz backend. Work per token grows with T (a T x T Toeplitz
+# product) while the carry scan shrinks as L/T; 32 was the fastest on CPU at L=50k, H=P=64 (of 16-128).
+TOEPLITZ_BLOCK = 32
+# The IMEX1/IMEX2 band divides by dt^2; the authors floor it so that dt -> 0 does not divide by zero.
+DT2_FLOOR = 1e-6
+# IMEX2 needs dt G <= 1 (its band has sqrt(1 - dt G)); G is clamped to dt G <= IMEX2_MAX_DTG so the
+# square root, and its gradient (1 / (2 sqrt(1 - dt G)) <= 16 here), stay finite.
+IMEX2_MAX_DTG = 1.0 - 1e-3
+# Eigenvalue moduli above 1 + this count as unstable (EX warning); absorbs rounding at |lambda| = 1.
+STABILITY_SLACK = 1e-6
+
+
+
+class DiscretizationError(DlbenchError, ValueError):
+    """Parameters for which a discretization is undefined (IMEX2 with dt G > 1)."""
+
+
+class UnstableDiscretizationWarning(RuntimeWarning):
+    """A transition with eigenvalues outside the unit disk (EX), or a guard that changed parameters."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Discretizations: raw parameters -> (A, G, dt) -> (M, f)
+# ---------------------------------------------------------------------------------------------------
+
+Vec = Float[Array, " state"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Discretization:
+    """One row of the MODELS.md table: its projection of the raw parameters and its (M, f).
+
+    ``project(A_raw, G_raw, dt_raw) -> (A, G, dt)``; ``transition(A, G, dt) -> (M (P,2,2), f (P,2))``.
+    """
+
+    name: str
+    project: Callable[[Vec, Vec, Vec], tuple[Vec, Vec, Vec]]
+    transition: Callable[[Vec, Vec, Vec], tuple[Float[Array, "state 2 2"], Float[Array, "state 2"]]]
+
+
+def _block(m00, m01, m10, m11) -> Float[Array, "state 2 2"]:
+    return jnp.stack([jnp.stack([m00, m01], -1), jnp.stack([m10, m11], -1)], -2)
+
+
+def _imex1(A, G, dt):
+    # z_k = z_{k-1} + dt(-A x_{k-1} - G z_k + b_k), x_k = x_{k-1} + dt z_k;  S = 1 + dt G.
+    inv_s = 1.0 / (1.0 + dt * G)
+    M = _block(inv_s, -dt * A * inv_s, dt * inv_s, 1.0 - dt * dt * A * inv_s)
+    return M, jnp.stack([dt * inv_s, dt * dt * inv_s], -1)
+
+
+def _imex2(A, G, dt):
+    # G z_{k-1} instead of G z_k (explicit damping). With G = 0 this is LinOSS-IMEX.
+    damp = 1.0 - dt * G
+    M = _block(damp, -dt * A, dt * damp, 1.0 - dt * dt * A)
+    return M, jnp.stack([dt, dt * dt], -1)
+
+
+def _im(A, G, dt):
+    # Fully implicit; S = 1 + dt G + dt^2 A. With G = 0 this is LinOSS-IM (S_LinOSS = 1/S).
+    inv_s = 1.0 / (1.0 + dt * G + dt * dt * A)
+    M = _block(inv_s, -dt * A * inv_s, dt * inv_s, (1.0 + dt * G) * inv_s)
+    return M, jnp.stack([dt * inv_s, dt * dt * inv_s], -1)
+
+
+def _ex(A, G, dt):
+    # Explicit in both x and z: F_k has no x component, and M can leave the unit disk.
+    M = _block(1.0 - dt * G, -dt * A, dt, jnp.ones_like(dt))
+    return M, jnp.stack([dt, jnp.zeros_like(dt)], -1)
+
+
+def _band(dt, q, sign: float):
+    """[A_lo, A_hi] where the IMEX eigenvalues are complex: (2 + s q -/+ 2 sqrt(1 + s q)) / dt^2."""
+    root = 2.0 * jnp.sqrt(1.0 + sign * q)
+    denom = jnp.maximum(dt * dt, DT2_FLOOR)
+    return (2.0 + sign * q - root) / denom, (2.0 + sign * q + root) / denom
+
+
+def _project_linoss(A_raw, G_raw, dt_raw):
+    return jax.nn.relu(A_raw), jnp.zeros_like(A_raw), jax.nn.sigmoid(dt_raw)
+
+
+def _project_imex1(A_raw, G_raw, dt_raw):
+    dt = jax.nn.sigmoid(dt_raw)
+    G = jax.nn.relu(G_raw)
+    lo, hi = _band(dt, dt * G, +1.0)
+    return jnp.clip(A_raw, lo, hi), G, dt
+
+
+def _project_imex2(A_raw, G_raw, dt_raw):
+    dt = jax.nn.sigmoid(dt_raw)
+    # The guard: dt G > 1 makes sqrt(1 - dt G) NaN, so G is clamped to dt G <= IMEX2_MAX_DTG. This is
+    # part of the parametrisation (traced like the relu), so a jitted call can never return NaN from it;
+    # eager calls warn when it is active, and construction refuses an init that needs it.
+    G = jnp.minimum(jax.nn.relu(G_raw), IMEX2_MAX_DTG / dt)
+    lo, hi = _band(dt, dt * G, -1.0)
+    return jnp.clip(A_raw, lo, hi), G, dt
+
+
+def _project_im(A_raw, G_raw, dt_raw):
+    dt = jax.nn.sigmoid(dt_raw)
+    G = jnp.maximum(G_raw, -dt * A_raw)
+    return jnp.maximum(A_raw, G * G / 4.0), G, dt
+
+
+def _project_ex(A_raw, G_raw, dt_raw):
+    dt = jax.nn.sigmoid(dt_raw)
+    G = jnp.maximum(G_raw, dt * A_raw)
+    return jnp.maximum(A_raw, G * G / 4.0), G, dt
+
+
+LINOSS_DISCRETIZATIONS: dict[str, Discretization] = {
+    "IM": Discretization("IM", _project_linoss, _im),
+    "IMEX": Discretization("IMEX", _project_linoss, _imex2),
+}
+DLINOSS_DISCRETIZATIONS: dict[str, Discretization] = {
+    "IMEX1": Discretization("IMEX1", _project_imex1, _imex1),
+    "IMEX2": Discretization("IMEX2", _project_imex2, _imex2),
+    "IM": Discretization("IM", _project_im, _im),
+    "EX": Discretization("EX", _project_ex, _ex),
+}
+
+
+def block_eigenvalues(M: Float[Array, "state 2 2"]) -> Array:
+    """The two eigenvalues of each 2x2 block, (P, 2) complex, from its trace and determinant."""
+    half_tr = 0.5 * (M[:, 0, 0] + M[:, 1, 1])
+    det = M[:, 0, 0] * M[:, 1, 1] - M[:, 0, 1] * M[:, 1, 0]
+    root = jnp.sqrt((half_tr * half_tr - det).astype(complex_dtype(M.dtype)))
+    return jnp.stack([half_tr + root, half_tr - root], -1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recurrence backends: (M, f, u, B, C) -> sum over states of Re(C x), (L, H)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _ssm_generic(M, f, u, B, C_ri, *, backend: str, chunk_size: int) -> Float[Array, "seq hidden"]:
+    """The generic 2x2 scans on the complex state, F_k = f b_k (L, P, 2) complex, as MODELS.md writes it."""
+    b_ri = jnp.einsum("lh,phr->lpr", u, B)
+    F = f[None].astype(complex_dtype(u.dtype)) * jax.lax.complex(b_ri[..., 0], b_ri[..., 1])[..., None]
+    x = linear_scan(M, F, semigroup=BLOCK2X2, invariant=True, backend=backend, chunk_size=chunk_size)[..., 1]
+    return jnp.einsum("lpr,hpr->lh", jnp.stack([x.real, x.imag], -1), C_ri)
+
+
+def _toeplitz_tables(M, f, T: int):
+    """Per state p: the (T+1, T) block matrix and e_x^T M^(t+1) (T, 2), plus M^T (P, 2, 2).
+
+    Rows t < T of the matrix hold K_{t-j} = (M^(t-j) f)_x for j <= t (zero above the diagonal, the
+    system is causal); row T holds (M^(T-1-j) f)_z, the velocity a block leaves behind. The position
+    it leaves behind is row T-1, so one product yields the outputs and the carry inputs.
+    """
+
+    def step(Mn, _):
+        return BLOCK2X2.compose(M, Mn), Mn
+
+    MT, powers = jax.lax.scan(step, BLOCK2X2.identity_like(M), None, length=T)  # powers[n] = M^n
+    Q = jnp.moveaxis(BLOCK2X2.act(powers, f[None]), 0, 1)  # (P, n, q) = M^n f
+    lag = jnp.arange(T)[:, None] - jnp.arange(T)[None, :]
+    toe = jnp.where(lag >= 0, Q[:, jnp.clip(lag, 0), 1], 0.0)
+    matrix = jnp.concatenate([toe, Q[:, ::-1, 0][:, None, :]], axis=1)
+    R = jnp.moveaxis(BLOCK2X2.compose(powers, M[None])[..., 1, :], 0, 1)  # (P, t, q): row x of M^(t+1)
+    return matrix, R, MT
+
+
+def _ssm_chunked_toeplitz(M, f, u, B, C_ri, *, block: int) -> Float[Array, "seq hidden"]:
+    """Exact blockwise evaluation (module docstring): Toeplitz product inside blocks, 2x2 carry across.
+
+    The input and output maps are GEMMs in the time-major layout (l, p, r) that XLA's CPU GEMM runs
+    fastest; the block product runs state-major, (p, t, n, r), so that each state's (T+1, T) matrix
+    multiplies a contiguous (T, n r) panel (r: real/imaginary part of b, n: block, t: step in block).
+    """
+    length, P = u.shape[0], B.shape[0]
+    T = max(1, min(block, length))
+    n_blocks = math.ceil(length / T)
+    u = jnp.pad(u, ((0, n_blocks * T - length), (0, 0)))  # causal: the padded tail is dropped
+    b = jnp.einsum("lh,phr->lpr", u, B).reshape(n_blocks, T, P, 2)
+    matrix, R, MT = _toeplitz_tables(M, f, T)
+    out = jnp.einsum("ptj,njpr->ptnr", matrix, b)  # XLA moves b to (p, j, n, r) for the batched GEMM
+    ends = jnp.moveaxis(jnp.stack([out[:, T], out[:, T - 1]], -1), 1, 0)  # (n, P, r, q)
+
+    def carry(h, e):  # h (P, r, q): the state entering a block; M^T acts on q = [z, x].
+        return BLOCK2X2.act(MT[:, None], h) + e, h
+
+    _, h_in = jax.lax.scan(carry, jnp.zeros_like(ends[0]), ends)  # (n, P, r, q)
+    h_in = jnp.moveaxis(h_in, 0, 1)[:, None]  # (P, 1, n, r, q)
+    x = out[:, :T] + R[:, :, None, None, 0] * h_in[..., 0] + R[:, :, None, None, 1] * h_in[..., 1]
+    y = jnp.einsum("ptnr,hpr->nth", x, C_ri)
+    return y.reshape(n_blocks * T, -1)[:length]
+
+
+# The exact formulations this module adds to the generic backends; the block size is read at call time.
+FORMULATIONS: dict[str, Callable[..., Array]] = {
+    "chunked-toeplitz": lambda M, f, u, B, C_ri: _ssm_chunked_toeplitz(M, f, u, B, C_ri, block=TOEPLITZ_BLOCK),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The layers
+# ---------------------------------------------------------------------------------------------------
+
+
+def _uniform(key, shape, bound: float, dtype):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+class AbstractOscillatory(AbstractSequenceLayer):
+    """Shared machinery of LinOSS and D-LinOSS: projection, (M, f), backends and readout.
+
+    A subclass sets ``discretizations`` and stores ``A_diag``, ``dt``, ``B``, ``C``, ``D`` (and
+    ``G_diag`` for D-LinOSS); ``_raw_damping`` returns the raw G.
+    """
+
+    scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES + tuple(FORMULATIONS)
+    # Measured at L=50k, H=P=64, float32 (README, "Choosing a backend"): the Toeplitz formulation is the
+    # fastest on CPU; on GPU the authors' associative scan is the safe default.
+    preferred: ClassVar[dict[str, str]] = {"cpu": "chunked-toeplitz", "gpu": "associative", "cuda": "associative"}
+    discretizations: ClassVar[dict[str, Discretization]] = {}
+
+    def _init_oscillatory(self, hidden_dim, state_dim, *, discretization, dtype, param_dtype, scan, chunk_size):
+        check_choice(f"discretization for {type(self).__name__}", discretization, self.discretizations)
+        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        self.discretization = discretization
+
+    def _init_maps(self, key_b, key_c, key_d):
+        H, P, pd = self.hidden_dim, self.state_dim, self.param_dtype
+        self.B = SSMParam(_uniform(key_b, (P, H, 2), 1.0 / math.sqrt(H), pd))
+        self.C = SSMParam(_uniform(key_c, (H, P, 2), 1.0 / math.sqrt(P), pd))
+        self.D = nnx.Param(jax.random.normal(key_d, (H,), pd))
+
+    def _raw_damping(self) -> Array:
+        return jnp.zeros_like(self.A_diag[...])
+
+    def projected(self, dtype=None) -> tuple[Vec, Vec, Vec]:
+        """(A, G, dt) after this variant's projection, computed in ``dtype`` (default: scan dtype)."""
+        dtype = dtype or scan_dtype(self.dtype)
+        raw = (self.A_diag[...], self._raw_damping(), self.dt[...])
+        return self.discretizations[self.discretization].project(*(r.astype(dtype) for r in raw))
+
+    def transition(self, dtype=None) -> tuple[Float[Array, "state 2 2"], Float[Array, "state 2"]]:
+        """M (P, 2, 2) and f (P, 2) with F_k = f b_k, per the MODELS.md table."""
+        return self.discretizations[self.discretization].transition(*self.projected(dtype))
+
+    def eigenvalues(self) -> Array:
+        """The eigenvalues of M, (P, 2) complex: the learned oscillators' poles per step."""
+        return block_eigenvalues(self.transition()[0])
+
+    def _check_eager(self) -> None:
+        """Warn about guards and instability when parameters are concrete (not under jit)."""
+        if not _is_concrete(self.A_diag[...], self.dt[...]):
+            return
+        if self.discretization == "IMEX2":
+            dt = jax.nn.sigmoid(self.dt[...])
+            if bool(jnp.any(dt * jax.nn.relu(self._raw_damping()) > IMEX2_MAX_DTG)):
+                warnings.warn(
+                    f"IMEX2 needs dt*G <= 1; G was clamped to dt*G <= {IMEX2_MAX_DTG} for some states",
+                    UnstableDiscretizationWarning,
+                    stacklevel=3,
+                )
+        modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
+        if modulus > 1.0 + STABILITY_SLACK:
+            warnings.warn(
+                f"{type(self).__name__}-{self.discretization}: transition eigenvalues reach modulus "
+                f"{modulus:.6g} > 1, so states grow without bound over long sequences",
+                UnstableDiscretizationWarning,
+                stacklevel=3,
+            )
+
+    def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
+        self._check_eager()
+        cdt = scan_dtype(self.dtype)
+        M, f = self.transition(cdt)
+        u = u.astype(cdt)
+        B = self.B[...].astype(cdt)
+        # Re(C x) = C_re Re(x) - C_im Im(x): the readout contracts (state, real/imag) with C_ri.
+        C_ri = self.C[...].astype(cdt) * jnp.array([1.0, -1.0], cdt)
+        backend = self.resolve_scan(u.shape[0])
+        if backend in FORMULATIONS:
+            y = FORMULATIONS[backend](M, f, u, B, C_ri)
+        else:
+            y = _ssm_generic(M, f, u, B, C_ri, backend=backend, chunk_size=self.chunk_size)
+        return (y + self.D[...].astype(cdt) * u).astype(self.dtype)
+
+    def min_bytes_per_token(self, dtype_bytes: int) -> int:
+        """(2H + 4P) values: input and output (2H) plus the state w_k = [z_k; x_k] (two complex numbers,
+        4 real values per state), which every formulation materialises once per step."""
+        return (2 * self.hidden_dim + 4 * self.state_dim) * dtype_bytes
+
+
+@register_model("linoss-im", description="LinOSS-IM: implicit linear oscillators (Rusch & Rus 2025)", discretization="IM")
+@register_model(
+    "linoss-imex", description="LinOSS-IMEX: symplectic IMEX linear oscillators (Rusch & Rus 2025)", discretization="IMEX"
+)
+class LinOSS(AbstractOscillatory):
+    """LinOSS: undamped linear oscillators x'' = -A x + B u, A = relu(A_diag), dt = sigmoid(dt).
+
+    Args (beyond :class:`AbstractSequenceLayer`):
+      discretization: "IM" (dissipative, implicit) or "IMEX" (symplectic, |lambda| = 1).
+      A_max: A_diag ~ U[0, A_max).
+      dt_init: "uniform" (dt raw ~ U[0, 1), the authors' code) or "normal" (N(0, dt_std^2)).
+
+    References: Rusch & Rus, "Oscillatory State-Space Models", ICLR 2025, eqs. 4-7; MODELS.md section 2.
+    """
+
+    discretizations = LINOSS_DISCRETIZATIONS
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        state_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        scan: str = "auto",
+        chunk_size: int = 256,
+        discretization: str = "IM",
+        A_max: float = 1.0,
+        dt_init: str = "uniform",
+        dt_std: float = 0.5,
+    ):
+        self._init_oscillatory(
+            hidden_dim, state_dim, discretization=discretization, dtype=dtype, param_dtype=param_dtype,
+            scan=scan, chunk_size=chunk_size,
+        )  # fmt: skip
+        check_choice("dt_init for LinOSS", dt_init, ("uniform", "normal"))
+        P, pd = state_dim, param_dtype
+        self.A_diag = SSMParam(jax.random.uniform(rngs.params(), (P,), pd, 0.0, A_max))
+        dt_key = rngs.params()
+        draws = {
+            "uniform": lambda: jax.random.uniform(dt_key, (P,), pd),
+            "normal": lambda: dt_std * jax.random.normal(dt_key, (P,), pd),
+        }
+        self.dt = SSMParam(draws[dt_init]())
+        self._init_maps(rngs.params(), rngs.params(), rngs.params())
+
+
+def _ring_init(key, P: int, r_min, r_max, theta_min, theta_max) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, G, dt_raw) whose IMEX1 eigenvalues are r e^(+-i theta), r uniform in area, float64 math."""
+    if not 0.0 < r_min <= r_max <= 1.0:
+        raise ValueError(f"ring init needs 0 < r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
+    if not theta_min <= theta_max:
+        raise ValueError(f"ring init needs theta_min <= theta_max, got {theta_min} > {theta_max}")
+    k_r, k_t, k_dt = jax.random.split(key, 3)
+    unit = lambda k: np.asarray(jax.random.uniform(k, (P,), jnp.float32), np.float64)  # noqa: E731
+    r = np.sqrt(r_min**2 + (r_max**2 - r_min**2) * unit(k_r))  # uniform in area on the annulus
+    theta = theta_min + (theta_max - theta_min) * unit(k_t)
+    dt_raw = 0.5 * np.asarray(jax.random.normal(k_dt, (P,), jnp.float32), np.float64)
+    dt = 1.0 / (1.0 + np.exp(-dt_raw))
+    # IMEX1: |lambda|^2 = 1/(1 + dt G) and tr M = 2 r cos(theta) invert to:
+    G = (1.0 / r**2 - 1.0) / dt
+    A = (1.0 + 1.0 / r**2 - 2.0 * np.cos(theta) / r) / dt**2
+    return A, G, dt_raw
+
+
+def _uniform_init(key, P: int, project, A_range, G_range, max_rounds: int = 200):
+    """(A, G, dt_raw) with A, G uniform, rejection-sampled to where ``project`` leaves them unchanged."""
+    accepted: list[np.ndarray] = []
+    for k in jax.random.split(key, max_rounds):
+        k_a, k_g, k_dt = jax.random.split(k, 3)
+        A = np.asarray(jax.random.uniform(k_a, (P,), jnp.float32, *A_range), np.float64)
+        G = np.asarray(jax.random.uniform(k_g, (P,), jnp.float32, *G_range), np.float64)
+        dt_raw = 0.5 * np.asarray(jax.random.normal(k_dt, (P,), jnp.float32), np.float64)
+        A_p, G_p, _ = (np.asarray(v, np.float64) for v in project(*(jnp.asarray(v, jnp.float32) for v in (A, G, dt_raw))))
+        ok = np.isclose(A_p, A, rtol=1e-5, atol=1e-7) & np.isclose(G_p, G, rtol=1e-5, atol=1e-7)
+        accepted.extend(np.stack([A, G, dt_raw], -1)[ok])
+        if len(accepted) >= P:
+            A, G, dt_raw = np.stack(accepted[:P], -1)
+            return A, G, dt_raw
+    raise ValueError(
+        f"uniform init: fewer than {P} of {max_rounds * P} draws with A in {A_range}, G in {G_range} lie in "
+        "the region the discretization keeps unchanged; widen the ranges"
+    )
+
+
+@register_model("dlinoss", description="D-LinOSS: damped linear oscillators, IMEX1 (Boyer, Rusch & Rus 2025)")
+class DLinOSS(AbstractOscillatory):
+    """D-LinOSS: damped linear oscillators x'' = -A x - G x' + B u with learned per-state damping G.
+
+    Args (beyond :class:`AbstractSequenceLayer`):
+      discretization: "IMEX1" (the paper's), "IMEX2", "IM" or "EX"; projections in MODELS.md.
+      init: "ring" (eigenvalue moduli uniform in area on [r_min, r_max], angles on
+        [theta_min, theta_max], inverted in closed form for IMEX1) or "uniform" (A ~ U[A_min, A_max],
+        G ~ U[G_min, G_max], rejection-sampled to where the projection is the identity).
+
+    Guards: IMEX2 is undefined for dt G > 1: construction raises :class:`DiscretizationError` if the
+    init needs it, and the projection clamps G to dt G <= IMEX2_MAX_DTG (eager calls warn when the clamp
+    is active) so no call returns NaN. EX can have |lambda| > 1: construction and eager calls warn
+    with :class:`UnstableDiscretizationWarning`.
+
+    References: Boyer, Rusch & Rus, "Learning to Dissipate Energy in Oscillatory State-Space Models",
+    arXiv 2505.12171, eqs. 3-6 and Prop. 3.1; MODELS.md section 2.
+    """
+
+    discretizations = DLINOSS_DISCRETIZATIONS
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        state_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        scan: str = "auto",
+        chunk_size: int = 256,
+        discretization: str = "IMEX1",
+        init: str = "ring",
+        r_min: float = 0.9,
+        r_max: float = 1.0,
+        theta_min: float = 0.0,
+        theta_max: float = math.pi,
+        A_min: float = 0.0,
+        A_max: float = 1.0,
+        G_min: float = 0.0,
+        G_max: float = 1.0,
+    ):
+        self._init_oscillatory(
+            hidden_dim, state_dim, discretization=discretization, dtype=dtype, param_dtype=param_dtype,
+            scan=scan, chunk_size=chunk_size,
+        )  # fmt: skip
+        check_choice("init for DLinOSS", init, ("ring", "uniform"))
+        project = self.discretizations[discretization].project
+        draws = {
+            "ring": lambda key: _ring_init(key, state_dim, r_min, r_max, theta_min, theta_max),
+            "uniform": lambda key: _uniform_init(key, state_dim, project, (A_min, A_max), (G_min, G_max)),
+        }
+        A, G, dt_raw = draws[init](rngs.params())
+        if discretization == "IMEX2" and np.any((dt_dtg := 1.0 / (1.0 + np.exp(-dt_raw)) * G) > IMEX2_MAX_DTG):
+            raise DiscretizationError(
+                f"IMEX2 is undefined for dt*G > 1 and this init gives dt*G up to {dt_dtg.max():.4g} "
+                "(ring init: dt*G = 1/r^2 - 1, so keep r_min > 0.71); use IMEX1 or narrow the init ranges"
+            )
+        pd = param_dtype
+        self.A_diag = SSMParam(jnp.asarray(A, pd))
+        self.G_diag = SSMParam(jnp.asarray(G, pd))
+        self.dt = SSMParam(jnp.asarray(dt_raw, pd))
+        self._init_maps(rngs.params(), rngs.params(), rngs.params())
+        modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
+        if modulus > 1.0 + STABILITY_SLACK:
+            warnings.warn(
+                f"DLinOSS-{discretization}: the initial transition has eigenvalues of modulus up to "
+                f"{modulus:.6g} > 1 (EX is not unconditionally stable); outputs grow with length",
+                UnstableDiscretizationWarning,
+                stacklevel=2,
+            )
+
+    def _raw_damping(self) -> Array:
+        return self.G_diag[...]

@@ -1,0 +1,566 @@
+"""``dlbench profile``: scan throughput against sequence length, and the device's copy bandwidth.
+
+A sweep is a grid of cells (model x backend x mode x length). Each cell builds its workload through
+the registry (never a concrete layer), times it with :mod:`dlbench.timing`, and becomes tidy rows.
+With ``isolate`` (the default) every cell runs in its own process, so a cell's peak RSS is its own,
+a crash or out-of-memory kills only that cell, and a time-out can stop it mid-call. Failures are
+rows too: after an OOM or time-out at length L, longer lengths of that model/backend/mode are
+recorded as skipped. Rows are written as they are made, so Ctrl-C keeps every finished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dlbench.errors import DlbenchError, check_choice
+from dlbench.timing import TimingPolicy
+
+MODES = ("fwd", "fwdbwd")
+TARGETS = ("layer", "model")
+DTYPES = ("float32", "bfloat16", "float64")
+DEFAULT_LENGTHS = tuple(2**k for k in range(10, 17)) + (50_000,)
+ROWS_FILE = "rows.csv"
+PLOT_FILE = "throughput.png"
+# Statuses after which longer lengths of the same series are not attempted.
+STOPPING = ("oom", "timeout")
+
+
+def _field(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSweep:
+    """One ``profile scan`` sweep; every field is a command-line option and a ``[sweep]`` key."""
+
+    models: tuple[str, ...] = _field((), "models to time (empty: all registered)")
+    backends: tuple[str, ...] = _field(("auto",), "scan backends (a model that lacks one records n/a)")
+    lengths: tuple[int, ...] = _field(DEFAULT_LENGTHS, "sequence lengths, timed in increasing order")
+    batch: int = _field(1, "sequences per call")
+    hidden: int = _field(128, "hidden width H")
+    state: int = _field(64, "state size P")
+    modes: tuple[str, ...] = _field(MODES, "fwd, fwdbwd (gradient w.r.t. parameters and input)")
+    target: str = _field("layer", "time one sequence layer or the whole model (2 blocks, classification head)")
+    dtype: str = _field("float32", "float32, bfloat16 or float64 (float64 enables jax_enable_x64)")
+    repeats: int = _field(5, "at least this many timed calls per cell")
+    min_time: float = _field(1.0, "and at least this many seconds of timed calls")
+    warmup: int = _field(1, "untimed calls before timing")
+    timeout: float = _field(300.0, "seconds a cell may take in all (isolated cells are killed)")
+    isolate: bool = _field(True, "run each cell in its own process")
+    memory_limit_gb: float | None = _field(None, "address-space limit per isolated cell, in GiB")
+    seed: int = _field(0, "parameter and input seed")
+    bandwidth: bool = _field(True, "measure the device's copy bandwidth first (for bandwidth_fraction rows)")
+
+    def __post_init__(self):
+        from dlbench.registry import model_names
+
+        for name in self.models:
+            check_choice("model", name, model_names())
+        for mode in self.modes:
+            check_choice("mode", mode, MODES)
+        check_choice("target", self.target, TARGETS)
+        check_choice("dtype", self.dtype, DTYPES)
+        if not self.lengths or min(self.lengths) < 1:
+            raise DlbenchError(f"lengths must be positive integers, got {list(self.lengths)}")
+        if self.batch < 1 or self.hidden < 1 or self.state < 1:
+            raise DlbenchError("batch, hidden and state must be positive")
+        if not self.backends:
+            raise DlbenchError("at least one backend is needed")
+        try:
+            self.policy()
+        except ValueError as error:
+            raise DlbenchError(str(error)) from None
+
+    def policy(self) -> TimingPolicy:
+        return TimingPolicy(warmup=self.warmup, repeats=self.repeats, min_time_s=self.min_time, max_repeats=max(1000, self.repeats))
+
+    def model_list(self) -> tuple[str, ...]:
+        from dlbench.registry import model_names
+
+        return self.models or model_names()
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "sweep") -> ScanSweep:
+        """Build from a TOML table; unknown keys are errors naming the closest valid key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in mapping.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise DlbenchError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(fields)}")
+            default = fields[key].default
+            if isinstance(default, tuple) and not isinstance(value, (list, tuple)):
+                value = [value]
+            values[key] = tuple(value) if isinstance(default, tuple) else value
+        if values.get("models") == ("all",):
+            values["models"] = ()
+        if values.get("backends") == ("all",):
+            values["backends"] = ALL_BACKENDS
+        if values.get("modes") == ("both",):
+            values["modes"] = MODES
+        return cls(**values)
+
+
+# The generic backends; "all" also times each layer's own extra backends.
+ALL_BACKENDS = ("associative", "sequential", "chunked", "auto", "*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One measurement point of a sweep."""
+
+    model: str
+    backend: str
+    mode: str
+    seq_len: int
+    batch: int
+    hidden: int
+    state: int
+    target: str
+    dtype: str
+    seed: int
+
+    def key(self) -> tuple:
+        return (self.model, self.backend, self.mode, self.seq_len, self.batch, self.hidden, self.state, self.target, self.dtype)
+
+    def series(self) -> tuple:
+        """Cells that differ only in length; an OOM or time-out stops the rest of the series."""
+        return (self.model, self.backend, self.mode, self.batch, self.hidden, self.state, self.target, self.dtype)
+
+    def axes(self) -> dict[str, Any]:
+        return {
+            "task": "scan",
+            "model": self.model,
+            "backend": self.backend,
+            "target": self.target,
+            "seq_len": self.seq_len,
+            "batch": self.batch,
+            "hidden": self.hidden,
+            "state": self.state,
+            "blocks": 2 if self.target == "model" else 1,
+            "dtype": self.dtype,
+            "mode": self.mode,
+            "seed": self.seed,
+            "devices": 1,
+        }
+
+
+def expand_backends(model: str, backends: tuple[str, ...]) -> list[str]:
+    """The backends to time for ``model``; "*" stands for the model's own extra backends."""
+    from dlbench.registry import get_model
+
+    scans = get_model(model).layer.scans
+    out: list[str] = []
+    for b in backends:
+        names = [s for s in scans if s not in ALL_BACKENDS] if b == "*" else [b]
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def cells(sweep: ScanSweep) -> Iterator[Cell]:
+    for model in sweep.model_list():
+        for backend in expand_backends(model, sweep.backends):
+            for mode in sweep.modes:
+                for length in sorted(sweep.lengths):
+                    yield Cell(model, backend, mode, length, sweep.batch, sweep.hidden, sweep.state, sweep.target, sweep.dtype, sweep.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# One cell, in this process.
+
+
+def _dtype(name: str):
+    import jax
+    import jax.numpy as jnp
+
+    if name == "float64":
+        jax.config.update("jax_enable_x64", True)
+    return jnp.dtype(name)
+
+
+def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
+    """(fn, args, sequence layer, layer options) for a cell; only the registry knows the model."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from dlbench.models import ModelConfig, build_model
+    from dlbench.registry import get_model
+
+    dtype = _dtype(cell.dtype)
+    spec = get_model(cell.model)
+    param_dtype = jnp.float32 if dtype == jnp.bfloat16 else dtype
+    key = jax.random.key(cell.seed)
+    x = jax.random.normal(key, (cell.batch, cell.seq_len, cell.hidden), jnp.float32).astype(dtype)
+    if cell.target == "layer":
+        module = spec.make_layer(cell.hidden, cell.state, rngs=nnx.Rngs(cell.seed), dtype=dtype, param_dtype=param_dtype, scan=cell.backend)
+        layer = module
+    else:
+        config = ModelConfig(num_inputs=cell.hidden, hidden_dim=cell.hidden, state_dim=cell.state, num_blocks=2, num_outputs=10, scan=cell.backend)
+        module = build_model(cell.model, config, seed=cell.seed, dtype=dtype, param_dtype=param_dtype)
+        module.train() if cell.mode == "fwdbwd" else module.eval()
+        layer = module.blocks[0].layer
+    graphdef, state = nnx.split(module)
+    options = {**spec.options, "scan": cell.backend, "resolved_scan": layer.resolve_scan(cell.seq_len)}
+
+    def forward(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    if cell.mode == "fwd":
+        return forward, (state, x), layer, options
+
+    def loss(state, x):
+        y = forward(state, x)
+        return jnp.mean(jnp.square(y.astype(jnp.float32)))
+
+    return jax.grad(loss, argnums=(0, 1)), (state, x), layer, options
+
+
+def run_cell(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None]) -> str:
+    """Measure one cell, emitting rows as they are made. Returns the cell's status."""
+    from dlbench.timing import (
+        classify_failure,
+        compilation_cache_state,
+        compile_timed,
+        is_finite_tree,
+        peak_memory,
+        repeat_timed,
+        timing_warnings,
+    )
+
+    started = time.perf_counter()
+    base = cell.axes()
+    status, reason = "ok", ""
+    try:
+        fn, args, layer, options = build_workload(cell)
+    except DlbenchError as error:
+        emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": "n/a", "reason": str(error)})
+        return "n/a"
+    base["layer_options"] = json.dumps(options, sort_keys=True, default=str)
+    try:
+        compiled, lower_s, compile_s, analysis = compile_timed(fn, args)
+        cache = compilation_cache_state()
+        emit({**base, "metric": "lower_s", "value": lower_s, "unit": "s", "source": f"cache={cache}"})
+        emit({**base, "metric": "compile_s", "value": compile_s, "unit": "s", "source": f"cache={cache}"})
+        if analysis and "peak_memory_in_bytes" in analysis:
+            emit({**base, "metric": "peak_bytes", "value": analysis["peak_memory_in_bytes"], "unit": "bytes", "source": "memory_analysis"})
+        out = compiled(*args)
+        if not is_finite_tree(out):
+            raise FloatingPointError("non-finite output")
+        first, repeats = repeat_timed(lambda: compiled(*args), policy)
+        for i, t in enumerate(first):
+            emit({**base, "metric": "first_call_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"})
+        for i, t in enumerate(repeats):
+            emit({**base, "metric": "wall_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"})
+        peak, source = peak_memory()
+        emit({**base, "metric": "peak_bytes", "value": peak, "unit": "bytes", "source": source})
+        import statistics
+
+        dtype_bytes = args[1].dtype.itemsize
+        per_token = layer.min_bytes_per_token_at(cell.seq_len, dtype_bytes) * (2 if cell.mode == "fwdbwd" else 1)
+        emit({**base, "metric": "min_bytes_per_token", "value": per_token, "unit": "bytes", "source": type(layer).__name__})
+        if bandwidth:
+            achieved = per_token * cell.batch * cell.seq_len / statistics.median(repeats)
+            emit({**base, "metric": "bandwidth_fraction", "value": achieved / bandwidth, "unit": "1", "source": "min_bytes/median/bandwidth"})
+        reason = "; ".join(timing_warnings(first, repeats, policy))
+    except FloatingPointError as error:
+        status, reason = "nan", str(error)
+    except Exception as error:  # noqa: BLE001 - any failure of a cell is a result, not a crash
+        status, reason = classify_failure(error)
+    emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": status, "reason": reason})
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation: one process per cell.
+
+ROW_PREFIX = "DLBENCH-ROW "
+
+
+def _child_main(spec: str) -> int:
+    """Entry of an isolated cell: rows go to stdout as JSON lines."""
+    payload = json.loads(spec)
+    cell = Cell(**payload["cell"])
+    policy = TimingPolicy(**payload["policy"])
+
+    def emit(row):
+        print(ROW_PREFIX + json.dumps(row, default=str), flush=True)
+
+    run_cell(cell, policy, payload.get("bandwidth"), emit)
+    return 0
+
+
+def _limit_memory(gb: float | None):
+    if not gb:
+        return None
+
+    def apply():
+        import resource
+
+        limit = int(gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def run_cell_isolated(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None], *, timeout: float, memory_limit_gb: float | None) -> str:
+    """Run a cell in a child process, relaying its rows; a death or time-out becomes a row."""
+    payload = json.dumps({"cell": dataclasses.asdict(cell), "policy": dataclasses.asdict(policy), "bandwidth": bandwidth})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlbench.profile", payload],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_limit_memory(memory_limit_gb),
+        start_new_session=True,
+    )
+    status = None
+    deadline = started + timeout
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    stderr_tail: list[str] = []
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                _kill(proc)
+                break
+            if not selector.select(timeout=min(remaining, 1.0)):
+                if proc.poll() is not None:
+                    break
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(ROW_PREFIX):
+                row = json.loads(line[len(ROW_PREFIX) :])
+                emit(row)
+                if row.get("metric") == "cell_s":
+                    status = row.get("status", "ok")
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        selector.close()
+    timed_out = status is None and time.perf_counter() >= deadline
+    if proc.poll() is None:
+        _kill(proc)
+    proc.wait()
+    stderr_tail = (proc.stderr.read() or "").strip().splitlines()[-20:]
+    if status is not None:
+        return status
+    base = cell.axes()
+    elapsed = time.perf_counter() - started
+    if timed_out:
+        status, reason = "timeout", f"cell exceeded --timeout {timeout:g}s and was killed"
+    elif proc.returncode in (-signal.SIGKILL, 137):
+        status, reason = "oom", "cell process killed by SIGKILL (out of memory)"
+    else:
+        text = " ".join(stderr_tail)
+        status = "oom" if ("RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "MemoryError" in text) else "error"
+        last = next((l for l in reversed(stderr_tail) if l.strip()), f"exit code {proc.returncode}")
+        reason = f"cell process died (exit {proc.returncode}): {last.strip()[:250]}"
+    emit({**base, "metric": "cell_s", "value": elapsed, "unit": "s", "status": status, "reason": reason})
+    return status
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Bandwidth.
+
+
+def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = TimingPolicy(repeats=10, min_time_s=0.5)) -> float:
+    """Copy bandwidth of the default device in bytes/s: read + write of an array of ``megabytes``.
+
+    ``x + 1`` rather than a copy, so XLA cannot elide it; every element is read once and written once.
+    """
+    import statistics
+
+    import jax.numpy as jnp
+
+    from dlbench.timing import time_function
+
+    n = megabytes * 2**20 // 4
+    x = jnp.ones((n,), jnp.float32)
+    timing = time_function(lambda x: x + 1.0, (x,), policy)
+    return 2 * n * 4 / statistics.median(timing.repeats_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep.
+
+
+def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]]:
+    """Cells already measured in a rows file, and per series the first stopping failure (length, status)."""
+    from dlbench.results import read_rows
+
+    if not path.exists() or path.stat().st_size == 0:
+        return set(), {}
+    rows = read_rows([path])
+    done = rows[(rows["metric"] == "cell_s") & (rows["task"] == "scan")]
+    keys, stops = set(), {}
+    for r in done.itertuples():
+        cell = Cell(r.model, r.backend, r.mode, int(r.seq_len), int(r.batch), int(r.hidden), int(r.state), r.target, r.dtype, int(r.seed))
+        keys.add(cell.key())
+        if r.status in STOPPING:
+            prior = stops.get(cell.series())
+            if prior is None or cell.seq_len < prior[0]:
+                stops[cell.series()] = (cell.seq_len, r.status)
+    return keys, stops
+
+
+def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None, plot: bool = True) -> Path:
+    """Run a sweep into ``out_dir/rows.csv`` (and ``throughput.png``); returns the rows path."""
+    from rich.console import Console
+
+    from dlbench.results import RowWriter, new_run_id
+
+    console = console or Console()
+    out = Path(out_dir)
+    rows_path = out / ROWS_FILE
+    if rows_path.exists() and not resume:
+        raise DlbenchError(f"{rows_path} exists; pass --resume to continue it or choose another --out")
+    done, stops = finished_cells(rows_path) if resume else (set(), {})
+    run_id = _existing_run_id(rows_path) if resume else None
+    writer = RowWriter(rows_path, defaults={"run_id": run_id or new_run_id(), "suite": suite})
+    policy = sweep.policy()
+    all_cells = list(cells(sweep))
+    todo = [c for c in all_cells if c.key() not in done]
+    console.print(f"dlbench profile scan: {len(all_cells)} cells ({len(all_cells) - len(todo)} already measured) -> {rows_path}")
+
+    bandwidth = None
+    if sweep.bandwidth and todo:
+        bandwidth = measure_bandwidth()
+        writer.write({"task": "bandwidth", "model": "", "metric": "bandwidth", "value": bandwidth, "unit": "bytes/s", "source": "x+1 on 256 MiB float32"})
+        console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
+
+    display = LiveTable(console, total=len(todo))
+    with display:
+        for cell in todo:
+            stop = stops.get(cell.series())
+            if stop and cell.seq_len > stop[0]:
+                row = {**cell.axes(), "metric": "cell_s", "value": 0.0, "unit": "s", "status": "skipped", "reason": f"{stop[1]} at seq_len {stop[0]}"}
+                writer.write(row)
+                display.finish(cell, "skipped", [row])
+                continue
+            cell_rows: list[dict] = []
+
+            def emit(row, cell_rows=cell_rows):
+                cell_rows.append(writer.write(row))
+
+            display.start(cell)
+            if sweep.isolate:
+                status = run_cell_isolated(cell, policy, bandwidth, emit, timeout=sweep.timeout, memory_limit_gb=sweep.memory_limit_gb)
+            else:
+                status = run_cell(cell, policy, bandwidth, emit)
+            if status in STOPPING and cell.series() not in stops:
+                stops[cell.series()] = (cell.seq_len, status)
+            display.finish(cell, status, cell_rows)
+    if plot:
+        write_plot(rows_path, out / PLOT_FILE, console)
+    return rows_path
+
+
+def write_plot(rows_path: Path, png: Path, console) -> None:
+    from dlbench.report import plot_throughput
+    from dlbench.results import read_rows
+
+    plot_throughput(read_rows([rows_path]), png)
+    console.print(f"plot: {png}")
+
+
+def _existing_run_id(path: Path) -> str | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    from dlbench.results import read_rows
+
+    ids = read_rows([path])["run_id"].dropna()
+    return str(ids.iloc[0]) if len(ids) else None
+
+
+def run_sweep_from_mapping(mapping: Mapping[str, Any], *, out_dir, resume: bool = False, suite: str = "", where: str = "sweep") -> Path:
+    """Entry for ``dlbench run SUITE`` when the suite is a profile sweep (its ``[sweep]`` table)."""
+    return run_sweep(ScanSweep.from_mapping(mapping, where=where), out_dir, resume=resume, suite=suite)
+
+
+class LiveTable:
+    """A progress bar and a table of finished cells, redrawn as cells finish."""
+
+    def __init__(self, console, total: int):
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.task = self.progress.add_task("cells", total=total)
+        self.rows: list[tuple] = []
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(title="finished cells", show_lines=False)
+        for col in ("model", "backend", "mode", "seq_len", "median ms", "tokens/s", "peak MiB", "status"):
+            table.add_column(col, justify="right" if col not in ("model", "backend", "mode", "status") else "left")
+        for r in self.rows[-15:]:
+            table.add_row(*r)
+        return Group(self.progress, table)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
+
+    def start(self, cell: Cell) -> None:
+        self.progress.update(self.task, description=f"{cell.model} {cell.backend} {cell.mode} L={cell.seq_len}")
+        self.live.update(self._render())
+
+    def finish(self, cell: Cell, status: str, rows: list[dict]) -> None:
+        import statistics
+
+        walls = [r["value"] for r in rows if r.get("metric") == "wall_s"]
+        peaks = [r["value"] for r in rows if r.get("metric") == "peak_bytes" and r.get("source") != "memory_analysis"]
+        median = statistics.median(walls) if walls else None
+        self.rows.append(
+            (
+                cell.model,
+                cell.backend,
+                cell.mode,
+                str(cell.seq_len),
+                f"{median * 1e3:.2f}" if median else "-",
+                f"{cell.batch * cell.seq_len / median:,.0f}" if median else "-",
+                f"{peaks[0] / 2**20:,.0f}" if peaks else "-",
+                status,
+            )
+        )
+        self.progress.advance(self.task)
+        self.live.update(self._render())
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1]))

@@ -1,0 +1,76 @@
+"""profile scan: failures are rows and the sweep goes on; resume; the CLI's errors."""
+
+import pytest
+
+from dlbench.cli import main
+from dlbench.profile import ScanSweep, run_sweep
+from dlbench.results import read_rows
+
+
+def cell_status(rows):
+    done = rows[rows.metric == "cell_s"]
+    return {(r.mode, int(r.seq_len)): r.status for r in done.itertuples()}
+
+
+def small(**overrides):
+    base = dict(models=("attention",), hidden=16, state=16, repeats=2, min_time=0.0, bandwidth=False)
+    return ScanSweep(**{**base, **overrides})
+
+
+def test_out_of_memory_cell_is_recorded_and_the_sweep_continues(tmp_path):
+    # A 2.5 GiB address-space limit per cell: L=64 fits, L=16384 attention cannot allocate its scores.
+    sweep = small(lengths=(64, 16384, 32768), modes=("fwd", "fwdbwd"), memory_limit_gb=2.5, isolate=True)
+    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    status = cell_status(rows)
+    for mode in ("fwd", "fwdbwd"):
+        assert status[(mode, 64)] == "ok"
+        assert status[(mode, 16384)] == "oom"
+        assert status[(mode, 32768)] == "skipped"
+    ok = rows[(rows.seq_len == 64) & (rows["mode"] == "fwd")]
+    assert len(ok[ok.metric == "wall_s"]) == 2
+    assert set(ok.metric) >= {"lower_s", "compile_s", "first_call_s", "wall_s", "peak_bytes", "min_bytes_per_token", "cell_s"}
+    skipped = rows[(rows.metric == "cell_s") & (rows.status == "skipped")]
+    assert skipped.reason.str.contains("oom at seq_len 16384").all()
+
+
+def test_timeout_is_recorded_and_longer_lengths_are_skipped(tmp_path):
+    # No isolated cell can even import JAX in 0.2 s: the first cell must time out and be killed.
+    sweep = small(lengths=(64, 128), modes=("fwd",), timeout=0.2, isolate=True)
+    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    assert cell_status(rows) == {("fwd", 64): "timeout", ("fwd", 128): "skipped"}
+
+
+def test_backend_a_model_lacks_is_not_applicable(tmp_path):
+    sweep = small(lengths=(32,), modes=("fwd",), backends=("associative", "auto"), isolate=False)
+    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    done = rows[rows.metric == "cell_s"].set_index("backend")
+    assert done.loc["associative", "status"] == "n/a"
+    assert "valid choices" in done.loc["associative", "reason"]
+    assert done.loc["auto", "status"] == "ok"
+
+
+def test_resume_skips_measured_cells(tmp_path):
+    first = small(lengths=(16, 32), modes=("fwd",), isolate=False)
+    run_sweep(first, tmp_path, plot=False)
+    with pytest.raises(Exception, match="--resume"):
+        run_sweep(first, tmp_path, plot=False)
+    more = small(lengths=(16, 32, 48), modes=("fwd",), isolate=False)
+    rows = read_rows([run_sweep(more, tmp_path, resume=True, plot=False)])
+    done = rows[rows.metric == "cell_s"]
+    assert sorted(done.seq_len.astype(int)) == [16, 32, 48]
+    assert rows.run_id.nunique() == 1
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["profile", "scan", "--models", "dlinoss,nope"], "unknown model 'nope'"),
+        (["profile", "scan", "--mode", "sideways"], "unknown mode 'sideways'; valid choices: fwd, fwdbwd"),
+        (["profile", "scan", "--lengths", "1024,lots"], "--lengths takes comma-separated integers"),
+        (["profile", "scan", "--dtype", "float16"], "unknown dtype 'float16'"),
+    ],
+)
+def test_bad_sweep_options_are_one_line_errors(capsys, argv, fragment):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
