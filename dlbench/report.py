@@ -70,7 +70,7 @@ def models_table(names: Sequence[str] | None, config: ModelConfig) -> Table:
 # Columns that identify a measured cell (everything but run id, seed, repeat index and provenance).
 CELL_KEYS = (
     "suite", "task", "target", "model", "layer_options", "backend", "seq_len", "batch", "hidden", "state",
-    "blocks", "dtype", "mode", "devices", "metric", "unit", "source",
+    "blocks", "dtype", "mode", "devices", "metric", "source",
 )  # fmt: skip
 # Metrics whose rows are raw repeats of one measurement: every row is a sample, pooled over seeds.
 # Every other metric contributes one sample per seed: that seed's final (largest-index) value.
@@ -133,7 +133,7 @@ def sections(found: Iterable[Cell]) -> list[tuple[str, list[tuple[str, Cell]]]]:
     out = []
     for section, members in groups.items():
         keys = pd.DataFrame([{k: v for k, v in c.key.items() if k not in SECTION_KEYS} for c in members])
-        shown = _varying(keys.drop(columns=["metric", "unit", "source"]), always=("model",))
+        shown = _varying(keys.drop(columns=["metric", "source"]), always=("model",))
         title = cell_label(dict(zip(SECTION_KEYS, section, strict=True)), SECTION_KEYS)
         out.append((title, [(cell_label(c.key, shown), c) for c in members]))
     return out
@@ -147,6 +147,8 @@ class Cell:
     samples: np.ndarray
     failures: dict[str, str]  # status -> first reason
     first_run: float | None = None  # the earliest repeat, for the slow-first-run warning
+    # Not part of the key: a failed cell's status row has no unit, yet must match the ok cell.
+    unit: str = ""
 
     @property
     def metric(self) -> str:
@@ -160,7 +162,8 @@ def cells(rows: pd.DataFrame, keys: Sequence[str] = CELL_KEYS) -> dict[tuple[str
     text = _key_text(rows, keys)
     seeds = _key_text(rows, ("seed",))["seed"]
     found: dict[tuple[str, ...], Cell] = {}
-    for key, index in text.groupby(list(keys), sort=True, dropna=False).groups.items():
+    grouper = list(keys) if len(keys) > 1 else keys[0]  # a one-element list changes key types in pandas 4
+    for key, index in text.groupby(grouper, sort=True, dropna=False).groups.items():
         group = rows.loc[index]
         key = key if isinstance(key, tuple) else (key,)  # one key column gives scalar group names
         key_map = dict(zip(keys, key, strict=True))
@@ -176,7 +179,8 @@ def cells(rows: pd.DataFrame, keys: Sequence[str] = CELL_KEYS) -> dict[tuple[str
             str(s): ("" if pd.isna(r) else str(r)) for s, r in zip(failed["status"], failed["reason"], strict=True)
         }
         first = float(ordered["value"].iloc[0]) if len(ordered) and key_map.get("metric") in PER_REPEAT_METRICS else None
-        found[key] = Cell(key_map, samples, failures, first)
+        units = group["unit"].dropna()
+        found[key] = Cell(key_map, samples, failures, first, str(units.iloc[0]) if len(units) else "")
     return found
 
 
@@ -709,7 +713,7 @@ def bootstrap_ratio_ci(
 
 
 COMPARE_COLUMNS = (
-    "cell", "metric", "unit", "n_base", "n_new", "base", "new", "ratio", "ci_low", "ci_high", "p_value",
+    "section", "cell", "metric", "unit", "n_base", "n_new", "base", "new", "ratio", "ci_low", "ci_high", "p_value",
     "significant", "verdict", "gate_failed",
 )  # fmt: skip
 
@@ -737,17 +741,16 @@ def compare(
     shared = sorted(set(base_cells) & set(new_cells))
     if not shared:
         raise DlbenchError("no cells in common between BASE and NEW (different suites, models or sizes?)")
-    labels = {
-        id(cell): f"{title}: {label}" for title, members in sections(base_cells[k] for k in shared) for label, cell in members
-    }
+    labels = {id(cell): (title, label) for title, members in sections(base_cells[k] for k in shared) for label, cell in members}
     out = []
     for key in sorted(shared, key=lambda k: _sort_key(base_cells[k].key)):
         b, n = base_cells[key], new_cells[key]
         metric = b.metric
         row: dict[str, Any] = {
-            "cell": labels[id(b)],
+            "section": labels[id(b)][0],
+            "cell": labels[id(b)][1],
             "metric": metric,
-            "unit": b.key["unit"],
+            "unit": b.unit,
             "n_base": len(b.samples),
             "n_new": len(n.samples),
             "base": stat(b.samples) if len(b.samples) else math.nan,
@@ -768,7 +771,7 @@ def compare(
         elif metric in NEUTRAL_METRICS:
             row["verdict"] = "same" if row["ratio"] == 1 else "changed"
         elif not row["significant"]:
-            row["verdict"] = "~ (not significant)"
+            row["verdict"] = "n.s."
         else:
             row["verdict"] = "worse" if worse else "better"
             if gate is not None and worse:
@@ -779,22 +782,29 @@ def compare(
     return pd.DataFrame(out, columns=list(COMPARE_COLUMNS)), unmatched
 
 
-def compare_table(result: pd.DataFrame, statistic: str = "median", alpha: float = 0.01) -> Table:
-    """A rich table of :func:`compare`'s result; failing cells in red, insignificant ones dimmed."""
+def compare_tables(result: pd.DataFrame, statistic: str = "median", alpha: float = 0.01) -> list[Table]:
+    """Rich tables of :func:`compare`'s result, one per section; failing cells in red, not significant
+    differences (n.s.) dimmed."""
     level = f"{100 * (1 - alpha):g}%"
-    table = Table(title=f"NEW vs BASE: ratio of {statistic}s, {level} bootstrap CI, Mann-Whitney U")
-    for column in ("cell", "metric", "base", "new", "ratio", f"{level} CI", "p", "n", "verdict"):
-        table.add_column(column, justify="left" if column in ("cell", "metric", "verdict") else "right")
-    for r in result.itertuples():
-        style = "bold red" if r.gate_failed else ("dim" if not r.significant else "")
-        table.add_row(
-            r.cell, r.metric, format_value(r.base, r.unit), format_value(r.new, r.unit),
-            f"{r.ratio:.3f}" if np.isfinite(r.ratio) else "-",
-            f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if np.isfinite(r.ci_low) else "-",
-            f"{r.p_value:.2g}" if np.isfinite(r.p_value) else "-", f"{r.n_base}/{r.n_new}",
-            r.verdict + ("  FAIL" if r.gate_failed else ""), style=style,
+    tables = []
+    for section, part in result.groupby("section", sort=False):
+        table = Table(
+            title=f"{section}: NEW vs BASE", title_justify="left",
+            caption=f"ratio of {statistic}s, {level} bootstrap CI, Mann-Whitney U p; n.s. = not significant at {alpha:g}",
         )  # fmt: skip
-    return table
+        for column in ("cell", "metric", "base", "new", "ratio", f"{level} CI", "p", "n", "verdict"):
+            table.add_column(column, justify="left" if column in ("cell", "metric", "verdict") else "right")
+        for r in part.itertuples():
+            style = "bold red" if r.gate_failed else ("dim" if not r.significant else "")
+            table.add_row(
+                r.cell, r.metric, format_value(r.base, r.unit), format_value(r.new, r.unit),
+                f"{r.ratio:.3f}" if np.isfinite(r.ratio) else "-",
+                f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if np.isfinite(r.ci_low) else "-",
+                f"{r.p_value:.2g}" if np.isfinite(r.p_value) else "-", f"{r.n_base}/{r.n_new}",
+                r.verdict + (" FAIL" if r.gate_failed else ""), style=style,
+            )  # fmt: skip
+        tables.append(table)
+    return tables
 
 
 def compare_runs(
@@ -814,7 +824,8 @@ def compare_runs(
     gate = Gate.parse(fail_if) if fail_if else None
     result, unmatched = compare(read_rows(base_paths), read_rows(new_paths), gate=gate, alpha=alpha, metrics=metrics)
     console = console or Console()
-    console.print(compare_table(result, gate.statistic if gate else "median", alpha))
+    for table in compare_tables(result, gate.statistic if gate else "median", alpha):
+        console.print(table)
     if unmatched["only_base"] or unmatched["only_new"]:
         console.print(
             f"[yellow]warning:[/] unmatched cells: {unmatched['only_base']} only in BASE, "
@@ -822,7 +833,7 @@ def compare_runs(
         )
     failed = result[result["gate_failed"]]
     if len(failed):
-        named = [f"{r.cell} {r.metric} ({r.verdict}, x{r.ratio:.3g})" for r in failed.itertuples()]
+        named = [f"{r.section}: {r.cell} {r.metric} ({r.verdict}, x{r.ratio:.3g})" for r in failed.itertuples()]
         more = f"; and {len(named) - 10} more (see the table)" if len(named) > 10 else ""
         raise GateFailed(f"gate {gate} failed for {len(failed)} cell(s): {'; '.join(named[:10])}{more}")
     return result
@@ -889,7 +900,7 @@ def show_tables(rows: pd.DataFrame) -> tuple[list[Table], list[str]]:
         for label, cell in members:
             if cell.metric == "first_call_s":
                 continue
-            unit, xs = cell.key["unit"], cell.samples
+            unit, xs = cell.unit, cell.samples
             first = first_calls.get(tuple(v for k, v in cell.key.items() if k != "metric"))
             warnings = cell_warnings(cell, first if cell.metric == "wall_s" else None)
             metric = cell.metric + (f" ({cell.key['source']})" if cell.key.get("source") else "")
@@ -1009,6 +1020,7 @@ def _line_plot(
                             ms=9, mew=2, color=colours[line], transform=ax.get_xaxis_transform())  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.margins(y=0.15)  # room at the bottom for the failed-cell markers
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}{' - ' + mode if mode else ''}")
@@ -1089,7 +1101,7 @@ def plot_training(rows: pd.DataFrame, path: str | Path | None = None):
             steps = per_step.index.to_numpy(float)
             ax.plot(steps, per_step["mean"], color=colours[model], label=f"{model} ({curve['seed'].nunique()} seeds)")
             ax.fill_between(steps, per_step["min"], per_step["max"], color=colours[model], alpha=0.2, lw=0)
-        unit = _first_valid(part["unit"])
+        unit = str(_first_valid(part["unit"]) or "")  # pandas reads a column of "1" as integers
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{metric.replace('_', ' ')}" + (f" ({unit})" if unit and unit != "1" else ""))
         if not higher_is_better(metric) and (part["value"] > 0).all():

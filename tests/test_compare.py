@@ -1,0 +1,120 @@
+"""`dlbench compare`: matched cells, ratio of medians with a CI, Mann-Whitney U, the CI gate."""
+
+import numpy as np
+import pytest
+
+from dlbench import report
+from dlbench.cli import main
+from dlbench.results import RowWriter
+
+
+def write_scan(path, slow_cells=(), factor=1.0, oom_cells=()):
+    """Fake profile rows: 7 repeats per cell; ``slow_cells`` are slowed by ``factor``."""
+    w = RowWriter(path, defaults={"run_id": "p", "task": "scan", "target": "layer", "batch": 1, "hidden": 16,
+                                  "state": 8, "mode": "fwd", "dtype": "float32"})  # fmt: skip
+    for backend in ("associative", "chunked"):
+        for length in (1024, 4096):
+            cell = {"model": "dlinoss", "backend": backend, "seq_len": length}
+            if (backend, length) in oom_cells:
+                w.write({**cell, "metric": "wall_s", "status": "oom", "reason": "out of memory"})
+                continue
+            scale = factor if (backend, length) in slow_cells else 1.0
+            for i in range(7):
+                w.write({**cell, "metric": "wall_s", "value": 1e-6 * length * scale * (1 + 0.002 * i), "unit": "s",
+                         "index": i})  # fmt: skip
+            w.write({**cell, "metric": "compile_s", "value": 0.5 * scale, "unit": "s"})
+    return path
+
+
+def test_self_compare_passes(tmp_path, capsys):
+    run = write_scan(tmp_path / "a.csv")
+    assert main(["compare", str(run), str(run), "--fail-if", "median:5%"]) == 0
+    out = capsys.readouterr().out
+    assert "n.s." in out and "FAIL" not in out
+
+
+def test_slowed_run_fails_and_names_cells(tmp_path, capsys):
+    base = write_scan(tmp_path / "base.csv")
+    new = write_scan(tmp_path / "new.csv", slow_cells={("chunked", 4096)}, factor=1.2)
+    assert main(["compare", str(base), str(new), "--fail-if", "median:5%"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "gate median:5% failed for 1 cell(s)" in err
+    assert "dlinoss chunked L=4096 wall_s" in err
+    # compile_s is slower too, but one sample per run cannot be significant: not gated.
+    assert "compile_s" not in err
+
+
+def test_small_slowdown_under_threshold_passes(tmp_path, capsys):
+    base = write_scan(tmp_path / "base.csv")
+    new = write_scan(tmp_path / "new.csv", slow_cells={("chunked", 4096)}, factor=1.03)
+    assert main(["compare", str(base), str(new), "--fail-if", "median:5%"]) == 0
+    assert main(["compare", str(base), str(new), "--fail-if", "median:1%"]) == 1
+
+
+def test_faster_run_and_new_oom(tmp_path, capsys):
+    base = write_scan(tmp_path / "base.csv")
+    faster = write_scan(tmp_path / "fast.csv", slow_cells={("chunked", 1024)}, factor=0.5)
+    assert main(["compare", str(base), str(faster), "--fail-if", "median:5%"]) == 0
+    assert "better" in capsys.readouterr().out
+    oom = write_scan(tmp_path / "oom.csv", oom_cells={("associative", 4096)})
+    assert main(["compare", str(base), str(oom), "--fail-if", "median:5%"]) == 1
+    assert "dlinoss associative L=4096 wall_s (now oom" in capsys.readouterr().err
+
+
+def write_training(path, accuracies):
+    w = RowWriter(path, defaults={"run_id": "t", "suite": "smoke", "task": "BasicMotions", "model": "dlinoss"})
+    for seed, acc in enumerate(accuracies):
+        w.write({"seed": seed, "metric": "val_accuracy", "value": 0.1, "unit": "1", "index": 0})
+        w.write({"seed": seed, "metric": "test_accuracy", "value": acc, "unit": "1"})
+        w.write({"seed": seed, "metric": "param_count", "value": 1000, "unit": "1"})
+    return path
+
+
+def test_training_metrics_compare_per_seed(tmp_path):
+    base = write_training(tmp_path / "a.csv", [0.95, 0.96, 0.97, 0.98, 0.99, 0.975])
+    worse = write_training(tmp_path / "b.csv", [0.70, 0.71, 0.72, 0.73, 0.74, 0.725])
+    result, unmatched = _compare(base, worse)
+    row = result.set_index("metric").loc["test_accuracy"]
+    assert row["n_base"] == 6 and row["n_new"] == 6  # one sample per seed
+    assert row["verdict"] == "worse" and row["gate_failed"]
+    assert result.set_index("metric").loc["param_count", "verdict"] == "same"
+    assert unmatched == {"only_base": 0, "only_new": 0}
+
+
+def _compare(base, new):
+    from dlbench.results import read_rows
+
+    return report.compare(read_rows([base]), read_rows([new]), gate=report.Gate.parse("median:5%"))
+
+
+@pytest.mark.parametrize("gate", ["mode:5%", "median:five", "median:-1%"])
+def test_bad_gate_is_one_line_exit_2(tmp_path, capsys, gate):
+    run = write_scan(tmp_path / "a.csv")
+    assert main(["compare", str(run), str(run), "--fail-if", gate]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_no_common_cells(tmp_path, capsys):
+    scan = write_scan(tmp_path / "a.csv")
+    train = write_training(tmp_path / "b.csv", [0.9])
+    assert main(["compare", str(scan), str(train)]) == 2
+    assert "no cells in common" in capsys.readouterr().err
+
+
+def test_mann_whitney_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for x, y in [
+        (rng.normal(size=5), rng.normal(1, size=7)),  # small, no ties: exact
+        (rng.normal(size=30), rng.normal(0.5, size=23)),  # large: normal approximation
+        (np.array([1, 1, 2, 3, 3, 3.0]), np.array([2, 3, 4, 4, 5.0])),  # ties
+    ]:
+        expected = stats.mannwhitneyu(x, y, alternative="two-sided").pvalue
+        assert report.mann_whitney_u(x, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_bootstrap_ci_brackets_ratio():
+    base = np.array([1.0, 1.01, 0.99, 1.02, 0.98])
+    low, high = report.bootstrap_ratio_ci(base, 1.5 * base)
+    assert low <= 1.5 <= high and high - low < 0.1
