@@ -156,9 +156,8 @@ class S5(AbstractSequenceLayer):
         self.B = SSMParam(jnp.stack([b_tilde.real, b_tilde.imag], axis=-1).astype(param_dtype))
         self.C = nnx.Param(jnp.stack([c_tilde.real, c_tilde.imag], axis=-1).astype(param_dtype))
         self.D = nnx.Param(jax.random.normal(k_d, (h,), real).astype(param_dtype))
-        self.log_step = SSMParam(
-            jax.random.uniform(k_step, (self.P,), real, minval=np.log(dt_min), maxval=np.log(dt_max)).astype(param_dtype)
-        )
+        log_step = jax.random.uniform(k_step, (self.P,), real, minval=np.log(dt_min), maxval=np.log(dt_max))
+        self.log_step = SSMParam(log_step.astype(param_dtype))
 
     def discretize(self) -> tuple[Complex[Array, " state"], Complex[Array, "state hidden"]]:
         """Lambda_bar (P,) and B_bar (P, H) in the complex dtype of the computation."""
