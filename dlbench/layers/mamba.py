@@ -25,6 +25,7 @@ Section 3 and Algorithm 2; the reference implementation ``mamba_ssm/modules/mamb
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -163,11 +164,19 @@ def _symmetric_uniform(bound: float):
     """U(-bound, bound): PyTorch's default Linear/Conv1d init uses bound = 1/sqrt(fan_in)."""
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return _uniform(key, tuple(shape), jnp.dtype(dtype), bound)
 
     return init
 
 
+# Initialisers are jitted as a whole: eagerly, every small op compiles on its own for each new shape,
+# which made constructing a layer take seconds on a loaded CPU.
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _uniform(key, shape, dtype, bound):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
 def _dt_bias_init(key, channels: int, dt_min: float, dt_max: float, dt_floor: float, dtype) -> jax.Array:
     """softplus^-1(dt) with dt = exp(U[log dt_min, log dt_max]) floored at dt_floor, so softplus(bias)
     starts in [dt_min, dt_max] (Mamba's dt_proj.bias init)."""
@@ -177,6 +186,7 @@ def _dt_bias_init(key, channels: int, dt_min: float, dt_max: float, dt_floor: fl
     return inv_dt.astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _A_log_init(channels: int, state: int, dtype) -> jax.Array:
     """A_log = log(1..N) for every channel (S4D-real), so A = -(1..N)."""
     return jnp.log(jnp.broadcast_to(jnp.arange(1, state + 1, dtype=jnp.float32), (channels, state))).astype(dtype)
@@ -230,8 +240,10 @@ def _init_ssm(
     module.dt_proj = _linear(
         dt_rank, channels, dtype=dtype, param_dtype=param_dtype, rngs=rngs, bound=dt_rank**-0.5
     )
-    module.dt_bias = SSMParam(_dt_bias_init(rngs.params(), channels, dt_min, dt_max, dt_floor, param_dtype))
-    module.A_log = SSMParam(_A_log_init(channels, state, param_dtype))
+    module.dt_bias = SSMParam(
+        _dt_bias_init(rngs.params(), channels, dt_min, dt_max, dt_floor, jnp.dtype(param_dtype))
+    )
+    module.A_log = SSMParam(_A_log_init(channels, state, jnp.dtype(param_dtype)))
     module.D = nnx.Param(jnp.ones((channels,), param_dtype))
 
 
