@@ -129,6 +129,31 @@ def profile_bandwidth_command(
 
 # --- run / suites commands ---
 
+
+@app.command("run")
+def run_command(
+    suite: Annotated[str, typer.Argument(help="Suite name (see `dlbench suites`) or path to a .toml file.")],
+    model: Annotated[list[str] | None, typer.Option("--model", help="Run only this model (repeatable).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds replacing the suite's, e.g. 0,1.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override KEY=VALUE (TOML value), e.g. train.steps=50.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Directory with user datasets (default $DLBENCH_DATA or ./data).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (default runs/SUITE-RUNID).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out (or the latest runs/SUITE-*).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded runs and their settings; train nothing.")] = False,
+) -> None:
+    """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
+    from dlbench.suite import run_suite
+
+    run_suite(suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run, console=console)
+
+
+@app.command("suites")
+def suites_command() -> None:
+    """List the suites: name, kind, description, models and tasks."""
+    from dlbench.suite import suites_table
+
+    console.print(suites_table())
+
 # --- export / compare / plot / show / merge commands ---
 
 export_app = typer.Typer(help="Export derived tables (leaderboards) from result rows.", no_args_is_help=True)
@@ -206,7 +231,7 @@ def show_command(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn every user error into one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except DlbenchError as error:
         print(f"dlbench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -223,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("dlbench: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

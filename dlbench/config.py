@@ -279,8 +279,11 @@ class SuiteConfig:
                     names.append(m)
         return tuple(names)
 
-    def task_config(self, task: str) -> TaskConfig:
+    def task_config(self, task: str, model: str | None = None) -> TaskConfig:
+        """The loader options of ``task`` (with ``[tasks.T.models.M]``'s loader keys when ``model`` is given)."""
         table = {k: v for k, v in self.tasks[task].items() if k in TASK_KEYS}
+        if model is not None:
+            table.update({k: v for k, v in self.tasks[task]["models"].get(model, {}).items() if k in TASK_KEYS})
         table.setdefault("dataset", task)
         return TaskConfig(**table).validate(f"{self.path}: [tasks.{task}]")
 
@@ -291,7 +294,7 @@ class SuiteConfig:
             _fields(self.model) | _fields(self.train),
             self.models.get(model, {}),
             {k: v for k, v in task_table.items() if k in OVERRIDE_KEYS},
-            task_table.get("models", {}).get(model, {}),
+            {k: v for k, v in task_table.get("models", {}).get(model, {}).items() if k in OVERRIDE_KEYS},
             self.forced,
         ]
         merged: dict[str, Any] = {}
@@ -300,7 +303,7 @@ class SuiteConfig:
         where = f"{self.path}: run {task}/{model}/seed {seed}"
         settings = ModelSettings(**{k: merged[k] for k in MODEL_KEYS}).validate(where)
         train = TrainConfig(**{k: merged[k] for k in TRAIN_KEYS}).validate(where)
-        return RunSpec(task, model, seed, self.task_config(task), settings, train)
+        return RunSpec(task, model, seed, self.task_config(task, model), settings, train)
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -350,7 +353,10 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
     for t, table in tasks.items():
         table = _check_keys(path, table, TASK_KEYS + OVERRIDE_KEYS + ("models",), f"tasks.{t}")
         per_model = _check_keys(path, table.get("models", {}), tuple(table.get("models", {})), f"tasks.{t}.models")
-        table["models"] = {m: _check_keys(path, v, OVERRIDE_KEYS, f"tasks.{t}.models.{m}") for m, v in per_model.items()}
+        # Per-task, per-model tables may also set loader options (the papers pick the time channel per model).
+        table["models"] = {
+            m: _check_keys(path, v, OVERRIDE_KEYS + TASK_KEYS[1:], f"tasks.{t}.models.{m}") for m, v in per_model.items()
+        }
         tasks[t] = table
     forced = dict(forced or {})
     for key in forced:

@@ -148,8 +148,9 @@ def run_suite(
         return _run_profile(suite, models, seeds, out, resume, dry_run, console)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) or seeds is None else tuple(seeds)
     data_root = resolve_data_dir(data_dir)
-    for task in suite.task_names:
-        check_data(suite.task_config(task), data_root)
+    if not dry_run:  # a dry run only shows the plan, so it works before the data are in place
+        for task in suite.task_names:
+            check_data(suite.task_config(task), data_root)
     runs = expand(suite, models, seeds)
     if dry_run:
         console.print(plan_table(suite, runs))
@@ -172,6 +173,24 @@ def run_suite(
     return out_dir
 
 
+def enable_compilation_cache() -> str:
+    """Turn on JAX's persistent compilation cache (``$DLBENCH_JAX_CACHE``, default ~/.cache/dlbench/jax; "off" disables).
+
+    Seeds of one model compile to identical programs, so every seed after the first skips the compile;
+    ``compile_s`` rows say whether the cache was on (``reason``). Returns the directory or "".
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir  # the user's own setting wins
+    where = os.environ.get("DLBENCH_JAX_CACHE", str(Path.home() / ".cache" / "dlbench" / "jax"))
+    if where == "off":
+        return ""
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return where
+
+
 def _execute(suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -179,6 +198,7 @@ def _execute(suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path
     from dlbench.tasks import load_task
     from dlbench.train import train_run
 
+    enable_compilation_cache()
     writer = RowWriter(rows_path, {"run_id": run_id, "suite": suite.name, "source": "dlbench run"})
     loaded: dict[tuple[str, int], Any] = {}
     todo = [r for r in runs if r.key not in done]
@@ -188,9 +208,10 @@ def _execute(suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path
         overall = progress.add_task("runs", total=len(runs), completed=len(runs) - len(todo))
         steps = progress.add_task("steps", total=1)
         for run in todo:
-            key = (run.task, run.seed)
+            key = (run.task_config, run.seed)
             if key not in loaded:
-                loaded.clear()  # one (task, seed) at a time: runs are ordered task -> seed -> model
+                if all(k[1] != run.seed or k[0].dataset != run.task_config.dataset for k in loaded):
+                    loaded.clear()  # runs are ordered task -> seed -> model: keep one (task, seed) in memory
                 loaded[key] = load_task(run.task_config, run.seed, data_root)
             progress.reset(steps, total=run.train.steps, description=f"{run.task} {run.model} seed {run.seed}")
             try:

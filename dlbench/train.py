@@ -252,7 +252,8 @@ def train_run(
     x0, y0, m0 = next(stream)
     start = time.perf_counter()
     step = jax.jit(step_fn).lower(state, x0, y0, m0).compile()
-    write("compile_s", time.perf_counter() - start, "s", 0)
+    cache = jax.config.jax_compilation_cache_dir
+    write("compile_s", time.perf_counter() - start, "s", 0, reason=f"compilation cache on: {cache}" if cache else "")
     evaluate_compiled = jax.jit(eval_fn)
 
     def evaluate(state, split: Split, prefix: str) -> dict[str, float]:
