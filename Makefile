@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/dlbench models
+	$(BIN)/dlbench run smoke
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
