@@ -38,7 +38,7 @@ F64_RTOL = 1e-9
 # D-LinOSS within ~5e-3 (relative to the output scale) of float64 at L ~ 250; backends differ by less.
 F32_BACKEND_TOL = 5e-3
 FD_EPS = 1e-6
-GRAD_LONG_SCANS = ("sequential", "chunked-toeplitz")
+GRAD_LONG_SCANS = ("sequential", "chunked-toeplitz", "blocked")
 
 # (layer class, discretization, extra constructor options). theta_min > 0 and r_max < 1 keep the
 # ring init off the kinks of the projections (band edges, relu at G = 0) so finite differences are
@@ -207,7 +207,7 @@ def test_backends_agree_in_float32(variant):
 
 
 def test_batched_equals_per_sequence():
-    for scan in ("associative", "chunked-toeplitz"):
+    for scan in ("associative", "chunked-toeplitz", "blocked"):
         layer = make("dlinoss-IMEX1", scan, jnp.float32)
         u = jnp.asarray(np.random.default_rng(2).standard_normal((BATCH, 17, H)), jnp.float32)
         batched = np.asarray(jitted(layer)(u))

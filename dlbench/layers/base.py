@@ -91,12 +91,16 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
         if x.ndim == 2:
             return self._forward(x)
         if x.ndim == 3:
-            return jax.vmap(self._forward)(x)
+            return self._forward_batched(x)
         raise ValueError(f"{type(self).__name__} expects (seq, hidden) or (batch, seq, hidden), got shape {x.shape}")
 
     @abc.abstractmethod
     def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
         """One sequence through the layer."""
+
+    def _forward_batched(self, u: Float[Array, "batch seq hidden"]) -> Float[Array, "batch seq hidden"]:
+        """A batch of sequences; a layer whose formulation handles the batch natively overrides this."""
+        return jax.vmap(self._forward)(u)
 
     @abc.abstractmethod
     def min_bytes_per_token(self, dtype_bytes: int) -> int:

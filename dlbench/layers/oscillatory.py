@@ -27,6 +27,12 @@ that F_k has rank one per state (F_k = f b_k with f real):
   across blocks by a 2x2 scan over L/T steps. No eigen-decomposition, so repeated eigenvalues (Jordan
   blocks at the edge of the IMEX1 band, A = 0 in LinOSS) need no special case, and the arithmetic is
   real (the real and imaginary parts of b are independent columns because M and f are real).
+- ``"blocked"``: the same block decomposition evaluated the other way round: inside every block the
+  recurrence runs sequentially from a zero state, all blocks of all sequences at once as SIMD lanes
+  (T = ``BLOCKED_BLOCK`` loop steps instead of L); block-final states are carried across blocks by a
+  2x2 scan with M^T, and row x of M^(t+1) times the carried-in state is added. Exact, real arithmetic,
+  no eigen-decomposition. The fastest on CPU: at L=50k, H=P=64, float32, 29.5 ms against 66.5 ms for
+  the authors' associative formulation (2.25x), measured side by side in one process.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ from dlbench.registry import register_model
 # Steps per block of the chunked-Toeplitz backend. Work per token grows with T (a T x T Toeplitz
 # product) while the carry scan shrinks as L/T; 32 was the fastest on CPU at L=50k, H=P=64 (of 16-128).
 TOEPLITZ_BLOCK = 32
+# Steps per block of the "blocked" backend: T sequential steps over n = L/T lanes, then n carry steps.
+# 128-512 measured within noise of each other on CPU at L=50k, H=P=64; 256 balances T and L/T there.
+BLOCKED_BLOCK = 256
 # The IMEX1/IMEX2 band divides by dt^2; the authors floor it so that dt -> 0 does not divide by zero.
 DT2_FLOOR = 1e-6
 # IMEX2 needs dt G <= 1 (its band has sqrt(1 - dt G)); G is clamped to dt G <= IMEX2_MAX_DTG so the
@@ -238,10 +247,70 @@ def _ssm_chunked_toeplitz(M, f, u, B, C_ri, *, block: int) -> Float[Array, "seq 
     return y.reshape(n_blocks * T, -1)[:length]
 
 
+def _ssm_blocked(M, f, u, B, C_ri, *, block: int) -> Float[Array, "*batch seq hidden"]:
+    """Exact blockwise evaluation with every block a SIMD lane (module docstring, "blocked").
+
+    Pass 1 runs the recurrence from a zero state inside all blocks of all sequences at once: T
+    sequential steps, each an elementwise update of (lanes, 2P) arrays, so the loop count drops from L
+    to T and each step has work to vectorise. Pass 2 carries block-final states across the n blocks of
+    each sequence with M^T. Pass 3 adds the carried-in state's contribution, row x of M^(t+1) times
+    h_in. Arithmetic is real: M and f are real, so the real and imaginary parts of b (the (p, r)
+    interleaved columns) evolve independently. The layout suits XLA:CPU: the batch is folded into the
+    lanes (no vmap), the input and output maps are plain GEMMs on (T * lanes, .) panels, and only
+    H-wide arrays are transposed (einsums with block-major outputs ran 5-10x slower).
+    """
+    single = u.ndim == 2
+    u = u[None] if single else u
+    batch, length, _ = u.shape
+    P = B.shape[0]
+    T = max(1, min(block, length))
+    n_blocks = math.ceil(length / T)
+    lanes = batch * n_blocks
+    u = jnp.pad(u, ((0, 0), (0, n_blocks * T - length), (0, 0)))  # causal: the padded tail is dropped
+    u = u.reshape(batch, n_blocks, T, -1).transpose(2, 0, 1, 3).reshape(T * lanes, -1)  # step-in-block major
+    b = (u @ B.transpose(1, 0, 2).reshape(-1, 2 * P)).reshape(T, lanes, 2 * P)
+
+    def per_column(x: Array) -> Array:  # (..., P) -> (..., 2P), matching the (p, r) interleaved columns
+        return jnp.repeat(x, 2, axis=-1)
+
+    m00, m01, m10, m11 = (per_column(M[:, i, j]) for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    f_z, f_x = per_column(f[:, 0]), per_column(f[:, 1])
+
+    def step(w, b_t):
+        z, x = w
+        z, x = m00 * z + m01 * x + f_z * b_t, m10 * z + m11 * x + f_x * b_t
+        return (z, x), x
+
+    zeros = jnp.zeros((lanes, 2 * P), u.dtype)
+    (z_end, x_end), x_local = jax.lax.scan(step, (zeros, zeros), b)  # x_local (T, lanes, 2P)
+
+    def power(Mn, _):
+        Mn = BLOCK2X2.compose(M, Mn)
+        return Mn, Mn[..., 1, :]
+
+    MT, R = jax.lax.scan(power, BLOCK2X2.identity_like(M), None, length=T)  # R[t]: row x of M^(t+1), (T, P, q)
+    t00, t01, t10, t11 = (per_column(MT[:, i, j]) for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+
+    def carry(h, end):  # h (batch, 2P) each: the state entering block j of every sequence
+        hz, hx = h
+        return (t00 * hz + t01 * hx + end[0], t10 * hz + t11 * hx + end[1]), h
+
+    ends = (z_end.reshape(batch, n_blocks, -1).swapaxes(0, 1), x_end.reshape(batch, n_blocks, -1).swapaxes(0, 1))
+    _, (hz_in, hx_in) = jax.lax.scan(carry, (zeros[:batch], zeros[:batch]), ends)  # (n, batch, 2P) each
+    hz_in, hx_in = (h.swapaxes(0, 1).reshape(lanes, -1) for h in (hz_in, hx_in))
+    x = x_local + per_column(R[..., 0])[:, None] * hz_in[None] + per_column(R[..., 1])[:, None] * hx_in[None]
+    y = x.reshape(T * lanes, 2 * P) @ C_ri.reshape(C_ri.shape[0], 2 * P).T
+    y = y.reshape(T, batch, n_blocks, -1).transpose(1, 2, 0, 3).reshape(batch, n_blocks * T, -1)[:, :length]
+    return y[0] if single else y
+
+
 # The exact formulations this module adds to the generic backends; the block size is read at call time.
 FORMULATIONS: dict[str, Callable[..., Array]] = {
     "chunked-toeplitz": lambda M, f, u, B, C_ri: _ssm_chunked_toeplitz(M, f, u, B, C_ri, block=TOEPLITZ_BLOCK),
+    "blocked": lambda M, f, u, B, C_ri: _ssm_blocked(M, f, u, B, C_ri, block=BLOCKED_BLOCK),
 }
+# Formulations that take (batch, seq, hidden) directly (folding the batch in beats vmapping them).
+BATCHED_FORMULATIONS = frozenset({"blocked"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -267,7 +336,7 @@ class AbstractOscillatory(AbstractSequenceLayer):
     scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES + tuple(FORMULATIONS)
     # Measured at L=50k, H=P=64, float32 (README, "Choosing a backend"): the Toeplitz formulation is the
     # fastest on CPU; on GPU the authors' associative scan is the safe default.
-    preferred: ClassVar[dict[str, str]] = {"cpu": "chunked-toeplitz", "gpu": "associative", "cuda": "associative"}
+    preferred: ClassVar[dict[str, str]] = {"cpu": "blocked", "gpu": "associative", "cuda": "associative"}
     discretizations: ClassVar[dict[str, Discretization]] = {}
 
     def _init_oscillatory(self, hidden_dim, state_dim, *, discretization, dtype, param_dtype, scan, chunk_size):
@@ -319,7 +388,8 @@ class AbstractOscillatory(AbstractSequenceLayer):
                 stacklevel=3,
             )
 
-    def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
+    def _forward(self, u: Float[Array, "*batch seq hidden"]) -> Float[Array, "*batch seq hidden"]:
+        # Batched input arrives here only for BATCHED_FORMULATIONS (see _forward_batched).
         self._check_eager()
         cdt = scan_dtype(self.dtype)
         M, f = self.transition(cdt)
@@ -327,12 +397,17 @@ class AbstractOscillatory(AbstractSequenceLayer):
         B = self.B[...].astype(cdt)
         # Re(C x) = C_re Re(x) - C_im Im(x): the readout contracts (state, real/imag) with C_ri.
         C_ri = self.C[...].astype(cdt) * jnp.array([1.0, -1.0], cdt)
-        backend = self.resolve_scan(u.shape[0])
+        backend = self.resolve_scan(u.shape[-2])
         if backend in FORMULATIONS:
             y = FORMULATIONS[backend](M, f, u, B, C_ri)
         else:
             y = _ssm_generic(M, f, u, B, C_ri, backend=backend, chunk_size=self.chunk_size)
         return (y + self.D[...].astype(cdt) * u).astype(self.dtype)
+
+    def _forward_batched(self, u: Float[Array, "batch seq hidden"]) -> Float[Array, "batch seq hidden"]:
+        if self.resolve_scan(u.shape[1]) in BATCHED_FORMULATIONS:
+            return self._forward(u)
+        return super()._forward_batched(u)
 
     def min_bytes_per_token(self, dtype_bytes: int) -> int:
         """(2H + 4P) values: input and output (2H) plus the state w_k = [z_k; x_k] (two complex numbers,
