@@ -2,6 +2,11 @@ import os
 
 # Tests must not grab every core or preallocate: CI has 2 cores and runs tests in one process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# Tests compile hundreds of small programs; LLVM's optimisation is most of each compile and buys
+# nothing at test sizes. XLA's HLO passes, which decide the numerics, still run. Child processes
+# (isolated profile cells, multi-process tests) inherit it.
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 
 import pytest
