@@ -49,6 +49,18 @@ def test_backend_a_model_lacks_is_not_applicable(tmp_path):
     assert done.loc["auto", "status"] == "ok"
 
 
+@pytest.mark.parametrize("model", ["dlinoss", "mamba"])
+def test_ssm_cells_succeed_in_both_modes_with_every_row(tmp_path, model):
+    sweep = small(models=(model,), lengths=(40,), backends=("auto", "associative"), bandwidth=True, isolate=False)
+    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    done = rows[rows.metric == "cell_s"]
+    assert list(done.status) == ["ok"] * 4, done.reason.tolist()
+    per_cell = rows[rows.task == "scan"].groupby(["backend", "mode"]).metric.agg(set)
+    for metrics in per_cell:
+        assert metrics >= {"compile_s", "wall_s", "peak_bytes", "min_bytes_per_token", "bandwidth_fraction"}
+    assert (rows[rows.metric == "bandwidth_fraction"].value > 0).all()
+
+
 def test_resume_skips_measured_cells(tmp_path):
     first = small(lengths=(16, 32), modes=("fwd",), isolate=False)
     run_sweep(first, tmp_path, plot=False)

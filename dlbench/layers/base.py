@@ -111,3 +111,7 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
         README. Used to put achieved throughput against the device's measured bandwidth.
         """
 
+
+    def min_bytes_per_token_at(self, seq_len: int, dtype_bytes: int) -> int:
+        """:meth:`min_bytes_per_token` at a given length (only attention's depends on it)."""
+        return self.min_bytes_per_token(dtype_bytes)
