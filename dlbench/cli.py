@@ -55,6 +55,23 @@ profile_app = typer.Typer(help="Time scans and measure the device.", no_args_is_
 app.add_typer(profile_app, name="profile")
 
 
+# Options shared by `run` and `profile scan`: data-parallel devices and joining a multi-process job.
+DevicesOption = Annotated[
+    int | None, typer.Option(help="Data-parallel devices: the batch is split over a mesh of N (default: all devices).")
+]
+CoordinatorOption = Annotated[
+    str | None, typer.Option(help="Multi-host: HOST:PORT of process 0 (or $JAX_COORDINATOR_ADDRESS; SLURM is auto-detected).")
+]
+NumProcessesOption = Annotated[int | None, typer.Option(help="Multi-host: number of processes (or $JAX_NUM_PROCESSES).")]
+ProcessIdOption = Annotated[int | None, typer.Option(help="Multi-host: this process's id, 0..N-1 (or $JAX_PROCESS_ID).")]
+
+
+def _cluster(coordinator: str | None, num_processes: int | None, process_id: int | None):
+    from dlbench.distributed import ClusterConfig
+
+    return ClusterConfig(coordinator, num_processes, process_id)
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -84,11 +101,21 @@ def profile_scan_command(
     out: Annotated[str, typer.Option(help="Output directory for rows.csv and throughput.png.")] = "",
     resume: Annotated[bool, typer.Option(help="Skip cells already measured in --out.")] = False,
     isolate: Annotated[bool, typer.Option(help="One process per cell (own peak memory, survivable crashes).")] = True,
+    devices: DevicesOption = None,
+    seq_shard: Annotated[
+        bool, typer.Option("--seq-shard", help="Split each sequence over all devices (sequence-parallel scan; --target layer).")
+    ] = False,
+    coordinator: CoordinatorOption = None,
+    num_processes: NumProcessesOption = None,
+    process_id: ProcessIdOption = None,
 ) -> None:
     """Throughput of every model's scan against sequence length (rows + log-log plot)."""
+    from dlbench import distributed
     from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, MODES, ScanSweep, run_sweep
     from dlbench.registry import parse_model_list
     from dlbench.results import new_run_id
+
+    multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
     sweep = ScanSweep(
         models=parse_model_list(models),
@@ -103,10 +130,13 @@ def profile_scan_command(
         repeats=repeats,
         min_time=min_time,
         timeout=timeout,
-        isolate=isolate,
+        isolate=isolate and not multi,  # the processes of one job time each cell together, in-process
         memory_limit_gb=memory_limit_gb,
+        devices=devices,
+        seq_shard=seq_shard,
     )
-    run_sweep(sweep, out or f"runs/scan-{new_run_id()}", resume=resume, console=console)
+    out = out or f"runs/scan-{distributed.agree_on(new_run_id())}"
+    run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True))
 
 
 @profile_app.command("bandwidth")
@@ -140,11 +170,21 @@ def run_command(
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/SUITE-RUNID).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out (or the latest runs/SUITE-*).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded runs and their settings; train nothing.")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="Run shard I/N: every N-th run of the sorted (model, task, seed) list (job arrays).")
+    ] = None,
+    devices: DevicesOption = None,
+    coordinator: CoordinatorOption = None,
+    num_processes: NumProcessesOption = None,
+    process_id: ProcessIdOption = None,
 ) -> None:
     """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
     from dlbench.suite import run_suite
 
-    run_suite(suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run, console=console)
+    run_suite(
+        suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run,
+        console=console, shard=shard, devices=devices, cluster=_cluster(coordinator, num_processes, process_id),
+    )
 
 
 @app.command("suites")
@@ -226,6 +266,18 @@ def show_command(
 
     show(results, console=console)
 
+
+@app.command("merge")
+def merge_command(
+    results: Annotated[list[str], typer.Argument(help="Output directories of `dlbench run --shard I/N` (or their rows.csv).")],
+    out: Annotated[str, typer.Option(help="Directory for the merged run (rows.csv, plan.json).")],
+    partial: Annotated[bool, typer.Option("--partial", help="Allow merging before every shard of 0..N-1 is present.")] = False,
+) -> None:
+    """Combine shard outputs into one run; refuses duplicate cells and mismatched provenance."""
+    from dlbench.merge import merge_runs
+
+    path, cells = merge_runs(results, out, partial=partial)
+    console.print(f"merged {len(results)} outputs: {cells} cells -> {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,13 @@ With ``isolate`` (the default) every cell runs in its own process, so a cell's p
 a crash or out-of-memory kills only that cell, and a time-out can stop it mid-call. Failures are
 rows too: after an OOM or time-out at length L, longer lengths of that model/backend/mode are
 recorded as skipped. Rows are written as they are made, so Ctrl-C keeps every finished one.
+
+Several devices (:mod:`dlbench.distributed`): by default the batch is split over a "data" mesh of
+``devices`` (all that divide the batch); with ``seq_shard`` every sequence is split over a "seq" mesh
+of all devices instead and the layer runs under ``shard_map`` with the sequence-parallel scan
+(:func:`dlbench.layers.scan.sharded_linear_scan`); a layer whose recurrence does not go through the
+shared scans (attention, a layer's own formulation) records ``n/a``. Rows carry ``devices``; the
+tokens/s derived from them is the total, per device it is that / devices.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ class ScanSweep:
     memory_limit_gb: float | None = _field(None, "address-space limit per isolated cell, in GiB")
     seed: int = _field(0, "parameter and input seed")
     bandwidth: bool = _field(True, "measure the device's copy bandwidth first (for bandwidth_fraction rows)")
+    devices: int | None = _field(None, "devices of the mesh (default: all; data-parallel: all that divide the batch)")
+    seq_shard: bool = _field(False, "split each sequence over the devices (sequence-parallel scan) instead of the batch")
 
     def __post_init__(self):
         from dlbench.registry import model_names
@@ -76,6 +85,10 @@ class ScanSweep:
             raise DlbenchError("batch, hidden and state must be positive")
         if not self.backends:
             raise DlbenchError("at least one backend is needed")
+        if self.seq_shard and self.target != "layer":
+            raise DlbenchError("--seq-shard times one sequence layer (--target layer): a model's norms and head are not sequence-parallel")
+        if self.devices is not None and self.devices < 1:
+            raise DlbenchError(f"--devices must be >= 1, got {self.devices}")
         try:
             self.policy()
         except ValueError as error:
@@ -130,13 +143,17 @@ class Cell:
     target: str
     dtype: str
     seed: int
+    devices: int = 1
+    seq_shard: bool = False
 
     def key(self) -> tuple:
-        return (self.model, self.backend, self.mode, self.seq_len, self.batch, self.hidden, self.state, self.target, self.dtype)
+        return (self.model, self.backend, self.mode, self.seq_len, self.batch, self.hidden, self.state, self.target, self.dtype,
+                self.devices, self.seq_shard)
 
     def series(self) -> tuple:
         """Cells that differ only in length; an OOM or time-out stops the rest of the series."""
-        return (self.model, self.backend, self.mode, self.batch, self.hidden, self.state, self.target, self.dtype)
+        return (self.model, self.backend, self.mode, self.batch, self.hidden, self.state, self.target, self.dtype,
+                self.devices, self.seq_shard)
 
     def axes(self) -> dict[str, Any]:
         return {
@@ -152,7 +169,8 @@ class Cell:
             "dtype": self.dtype,
             "mode": self.mode,
             "seed": self.seed,
-            "devices": 1,
+            "devices": self.devices,
+            **({"layer_options": json.dumps({"seq_shard": True})} if self.seq_shard else {}),
         }
 
 
@@ -169,11 +187,15 @@ def expand_backends(model: str, backends: tuple[str, ...]) -> list[str]:
 
 
 def cells(sweep: ScanSweep) -> Iterator[Cell]:
+    from dlbench.distributed import resolve_devices
+
+    devices = resolve_devices(sweep.devices, divides=None if sweep.seq_shard else sweep.batch)
     for model in sweep.model_list():
         for backend in expand_backends(model, sweep.backends):
             for mode in sweep.modes:
                 for length in sorted(sweep.lengths):
-                    yield Cell(model, backend, mode, length, sweep.batch, sweep.hidden, sweep.state, sweep.target, sweep.dtype, sweep.seed)
+                    yield Cell(model, backend, mode, length, sweep.batch, sweep.hidden, sweep.state, sweep.target, sweep.dtype,
+                               sweep.seed, devices, sweep.seq_shard)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,9 +235,19 @@ def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
         layer = module.blocks[0].layer
     graphdef, state = nnx.split(module)
     options = {**spec.options, "scan": cell.backend, "resolved_scan": layer.resolve_scan(cell.seq_len)}
+    if cell.seq_shard:
+        forward, state, x = _seq_sharded_forward(cell, graphdef, state, x)
+        options["seq_shard"] = True
+        options["resolved_scan"] = layer.resolve_scan(cell.seq_len // cell.devices)
+    else:
+        from dlbench import distributed
 
-    def forward(state, x):
-        return nnx.merge(graphdef, state)(x)
+        # Data parallel (one code path for 1 and N devices): batch split over the mesh, parameters replicated.
+        mesh = distributed.make_mesh(cell.devices, distributed.DATA)
+        state, x = distributed.put_replicated(mesh, state), distributed.put_batch(mesh, x)
+
+        def forward(state, x):
+            return nnx.merge(graphdef, state)(x)
 
     if cell.mode == "fwd":
         return forward, (state, x), layer, options
@@ -225,6 +257,44 @@ def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
         return jnp.mean(jnp.square(y.astype(jnp.float32)))
 
     return jax.grad(loss, argnums=(0, 1)), (state, x), layer, options
+
+
+def _seq_sharded_forward(cell: Cell, graphdef, state, x):
+    """(forward, placed state, placed x) with the sequence of ``x`` split over a "seq" mesh of ``cell.devices``.
+
+    The layer runs under ``shard_map`` inside :func:`~dlbench.layers.scan.sequence_sharded`; a layer
+    that traces without a sequence-parallel scan raises DlbenchError (recorded as n/a).
+    """
+    import jax
+    from flax import nnx
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from dlbench import distributed
+    from dlbench.layers.scan import sequence_sharded
+
+    n = cell.devices
+    if cell.seq_len % n:
+        raise DlbenchError(f"--seq-shard: seq_len {cell.seq_len} is not divisible by {n} devices")
+    mesh = distributed.make_mesh(n, distributed.SEQ)
+    spec = P(None, distributed.SEQ, None)
+    used: list[int] = []
+
+    def local(state, x):
+        with sequence_sharded(distributed.SEQ) as record:
+            y = nnx.merge(graphdef, state)(x)
+        used.append(record["scans"])
+        return y
+
+    def forward(state, x):
+        return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=spec, check_vma=False)(state, x)
+
+    state = distributed.put_replicated(mesh, state)
+    x = distributed.put(x, lambda h: NamedSharding(mesh, spec))
+    jax.eval_shape(forward, state, x)
+    if not used or not used[-1]:
+        raise DlbenchError(f"{cell.model} ({cell.backend}) has no sequence-parallel scan: --seq-shard does not apply")
+    return forward, state, x
 
 
 def run_cell(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None]) -> str:
@@ -414,6 +484,8 @@ def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = TimingPolicy(
 
 def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]]:
     """Cells already measured in a rows file, and per series the first stopping failure (length, status)."""
+    import pandas as pd
+
     from dlbench.results import read_rows
 
     if not path.exists() or path.stat().st_size == 0:
@@ -422,7 +494,10 @@ def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]
     done = rows[(rows["metric"] == "cell_s") & (rows["task"] == "scan")]
     keys, stops = set(), {}
     for r in done.itertuples():
-        cell = Cell(r.model, r.backend, r.mode, int(r.seq_len), int(r.batch), int(r.hidden), int(r.state), r.target, r.dtype, int(r.seed))
+        seq_shard = bool(isinstance(r.layer_options, str) and json.loads(r.layer_options or "{}").get("seq_shard"))
+        devices = 1 if pd.isna(r.devices) else int(r.devices)
+        cell = Cell(r.model, r.backend, r.mode, int(r.seq_len), int(r.batch), int(r.hidden), int(r.state), r.target, r.dtype,
+                    int(r.seed), devices, seq_shard)
         keys.add(cell.key())
         if r.status in STOPPING:
             prior = stops.get(cell.series())

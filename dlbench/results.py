@@ -143,6 +143,20 @@ class RowWriter:
             self.write(row)
 
 
+class NullWriter:
+    """A :class:`RowWriter` that writes nothing: the other processes of a multi-process job (only process 0 writes)."""
+
+    def __init__(self, defaults: Mapping[str, Any] | None = None):
+        self.defaults = dict(defaults or {})
+
+    def write(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **row}
+
+    def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""

@@ -9,6 +9,12 @@ Resume: a run is finished once its final row (:data:`dlbench.train.FINAL_METRICS
 row) is in ``rows.csv``. ``--resume`` keeps finished runs' rows, moves the rows of a run that was
 killed half-way to ``rows.csv.partial`` (not a .csv, so readers skip it) and runs it again from the
 start, so a resumed suite ends with the same set of rows as an uninterrupted one.
+
+Scaling out (:mod:`dlbench.distributed`): ``devices`` is the data-parallel mesh of every training run;
+``shard`` ("I/N") keeps the runs at positions I, I+N, ... of the runs sorted by (model, task, seed),
+recorded in ``<out>/shard.json`` for ``dlbench merge``; ``cluster`` joins a multi-process JAX job, in
+which every process trains (the steps are global programs) but only process 0 writes files, and all
+processes use process 0's run id.
 """
 
 from __future__ import annotations
@@ -23,11 +29,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dlbench import distributed
 from dlbench.config import ConfigError, RunSpec, SuiteConfig, load_suite, read_toml, suite_from_mapping, suite_paths
 from dlbench.errors import DlbenchError
 from dlbench.tasks import check_data, resolve_data_dir
 
 ROWS = "rows.csv"
+SHARD_FILE = "shard.json"
+
+
+def select_shard(runs: Sequence[RunSpec], shard: distributed.Shard | None) -> list[RunSpec]:
+    """The runs of shard ``I/N``: round-robin over the runs sorted by (model, task, seed), in run order."""
+    if shard is None:
+        return list(runs)
+    return shard.select(list(runs), key=lambda r: (r.model, r.task, r.seed))
 
 
 def parse_seeds(text: str | None) -> tuple[int, ...] | None:
@@ -135,41 +150,69 @@ def run_suite(
     resume: bool = False,
     dry_run: bool = False,
     console: Console | None = None,
+    shard: str | distributed.Shard | None = None,
+    devices: int | None = None,
+    cluster: distributed.ClusterConfig | None = None,
 ) -> Path | None:
     """Run suite ``suite_ref`` (a name in ``suites/`` or a .toml path); returns the output directory.
 
     Args mirror ``dlbench run``: ``models`` narrows the suite's models, ``seeds`` replaces its seeds
     ("0,1" or a sequence), ``sets`` are ``KEY=VALUE`` overrides, ``data_dir`` defaults to
-    ``$DLBENCH_DATA`` or ./data, ``out`` to runs/<suite>-<run id>.
+    ``$DLBENCH_DATA`` or ./data, ``out`` to runs/<suite>-<run id>[-shardIofN]. ``shard`` ("I/N") runs
+    one deterministic 1/N of the runs, ``devices`` is the data-parallel device count (all by default),
+    ``cluster`` the multi-process job to join (see :mod:`dlbench.distributed`).
     """
     console = console or Console()
+    shard = distributed.parse_shard(shard) if isinstance(shard, str) else shard
     suite = load_suite(suite_ref, sets)
     if suite.kind == "profile":
+        if shard is not None or devices is not None:
+            raise DlbenchError(f"suite {suite.name!r} is a profile sweep: --shard and --devices apply to training suites")
         return _run_profile(suite, models, seeds, out, resume, dry_run, console)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) or seeds is None else tuple(seeds)
     data_root = resolve_data_dir(data_dir)
     if not dry_run:  # a dry run only shows the plan, so it works before the data are in place
         for task in suite.task_names:
             check_data(suite.task_config(task), data_root)
-    runs = expand(suite, models, seeds)
+    if not dry_run:
+        # Before anything touches a device: a multi-process job must be joined first.
+        distributed.initialize(cluster or distributed.ClusterConfig())
+        if not distributed.is_writer():
+            console = Console(quiet=True)
+    all_runs = expand(suite, models, seeds)
+    runs = select_shard(all_runs, shard)
     if dry_run:
+        if shard is not None:
+            console.print(f"shard {shard}: {len(runs)} of {len(all_runs)} runs")
         console.print(plan_table(suite, runs))
         for run in runs:
             console.print(f"{run.task} {run.model} seed={run.seed}: " + json.dumps(run.settings(), sort_keys=True))
         return None
-    out_dir, run_id = _out_dir(suite, out, resume)
+    writer = distributed.is_writer()
+    out_dir, run_id = _out_dir(suite, out, resume)  # reads only; every process checks before anyone writes
+    agreed = distributed.agree_on(run_id)
+    if out is None and not resume:
+        out_dir = Path("runs") / (f"{suite.name}-{agreed}" + (f"-{distributed.shard_label(shard)}" if distributed.shard_label(shard) else ""))
+    run_id = agreed
     rows_path = out_dir / ROWS
     done: set = set()
     if resume:
-        moved = trim_unfinished(rows_path)
+        moved = trim_unfinished(rows_path) if writer else 0
+        distributed.barrier("dlbench-resume")
         done = finished_cells(rows_path)
         console.print(f"resuming {out_dir}: {len(done)} runs finished" + (f", {moved} partial rows set aside" if moved else ""))
-    console.print(f"dlbench run {suite.name}: {len(runs)} runs -> {rows_path}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "plan.json").write_text(
-        json.dumps([{"task": r.task, "model": r.model, "seed": r.seed, **r.settings()} for r in runs], indent=1)
-    )
-    _execute(suite, runs, done, data_root, rows_path, run_id, console)
+    console.print(f"dlbench run {suite.name}: {len(runs)} runs" + (f" (shard {shard} of {len(all_runs)})" if shard else "") + f" -> {rows_path}")
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "plan.json").write_text(
+            json.dumps([{"task": r.task, "model": r.model, "seed": r.seed, **r.settings()} for r in runs], indent=1)
+        )
+        if shard is not None:
+            (out_dir / SHARD_FILE).write_text(json.dumps({
+                "suite": suite.name, "shard": str(shard), "index": shard.index, "count": shard.count,
+                "cells": [list(r.key) for r in runs], "suite_cells": len(all_runs),
+            }, indent=1))
+    _execute(suite, runs, done, data_root, rows_path, run_id, console, devices=devices)
     return out_dir
 
 
@@ -191,15 +234,19 @@ def enable_compilation_cache() -> str:
     return where
 
 
-def _execute(suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console) -> None:
+def _execute(
+    suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console,
+    *, devices: int | None = None,
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dlbench.results import RowWriter
+    from dlbench.results import NullWriter, RowWriter
     from dlbench.tasks import load_task
     from dlbench.train import train_run
 
     enable_compilation_cache()
-    writer = RowWriter(rows_path, {"run_id": run_id, "suite": suite.name, "source": "dlbench run"})
+    defaults = {"run_id": run_id, "suite": suite.name, "source": "dlbench run"}
+    writer = RowWriter(rows_path, defaults) if distributed.is_writer() else NullWriter(defaults)
     loaded: dict[tuple[str, int], Any] = {}
     todo = [r for r in runs if r.key not in done]
     with Progress(
@@ -215,7 +262,9 @@ def _execute(suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path
                 loaded[key] = load_task(run.task_config, run.seed, data_root)
             progress.reset(steps, total=run.train.steps, description=f"{run.task} {run.model} seed {run.seed}")
             try:
-                result = train_run(run, loaded[key], writer, on_step=lambda i, n: progress.update(steps, completed=i))
+                result = train_run(
+                    run, loaded[key], writer, on_step=lambda i, n: progress.update(steps, completed=i), devices=devices
+                )
                 summary = ", ".join(f"{k}={v:.4g}" for k, v in result.test.items()) or result.reason
             except DlbenchError:
                 raise

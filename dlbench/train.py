@@ -18,11 +18,18 @@ Rows (tidy schema of :mod:`dlbench.results`, written as they are made, ``index``
   at the end: best_step, train_time_s, test_loss, then test_accuracy, or test_mse and test_rmse.
 The last row of a finished run is ``test_accuracy`` / ``test_rmse``, or a ``status=nan`` row when the
 loss stopped being finite (see :data:`FINAL_METRICS`).
+
+Data parallelism (one code path for 1 and N devices): the steps are ``jax.jit`` programs over a 1-D
+mesh of ``devices`` (:mod:`dlbench.distributed`); parameters and optimiser state are replicated, every
+batch is split over the mesh's "data" axis, and XLA inserts the gradient all-reduce. BatchNorm
+statistics and the loss are over the global batch, so a step equals the single-device step. Rows carry
+``devices``; tokens/s = batch * seq_len / step_time_s is the total, per device it is that / devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -36,6 +43,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlbench import distributed
 from dlbench.config import RunSpec, TrainConfig
 from dlbench.layers.base import SSMParam
 from dlbench.models import ModelConfig, SequenceModel, build_model, count_parameters
@@ -143,6 +151,25 @@ def train_loss(model: SequenceModel, x, y, mask) -> jax.Array:
     return sums["loss"] / jnp.maximum(sums["count"], 1.0)
 
 
+def loss_and_grads(model: SequenceModel, x, y, mask):
+    """(training loss, gradients w.r.t. the parameters) in train mode; updates BatchNorm statistics in ``model``."""
+    model.train()  # dropout on, BatchNorm uses and updates batch statistics
+    return nnx.value_and_grad(train_loss)(model, x, y, mask)
+
+
+def compile_sharded(fn: Callable, mesh, state, batch: tuple, out_replicated: bool = True):
+    """Lower and compile ``fn(state, *batch)`` with ``state`` replicated and ``batch`` split over ``mesh``.
+
+    Returns (compiled, placed state, place) where ``place(batch)`` puts later batches the same way.
+    The same program runs on a mesh of one device; outputs are replicated (every process can read them).
+    """
+    state = distributed.put_replicated(mesh, state)
+    place = functools.partial(distributed.put_batch, mesh)
+    shardings = {"out_shardings": distributed.replicated(mesh)} if out_replicated else {}
+    compiled = jax.jit(fn, **shardings).lower(state, *place(batch)).compile()
+    return compiled, state, place
+
+
 # --- data order ----------------------------------------------------------------------------------
 
 
@@ -196,6 +223,7 @@ def train_run(
     writer: RowWriter,
     *,
     on_step: Callable[[int, int], None] | None = None,
+    devices: int | None = None,
 ) -> RunResult:
     """Train ``spec.model`` on ``data`` and write its rows to ``writer``; see the module docstring.
 
@@ -204,12 +232,17 @@ def train_run(
       data: the task's splits, x (n, seq, inputs).
       writer: row writer; this function adds task/model/seed/axes columns.
       on_step: called as ``on_step(step, total_steps)`` after every step (progress display).
+      devices: data-parallel devices (all, every process's, when None: the largest count that
+        divides the batch); an explicit count must divide the batch.
     Returns:
       the run's :class:`RunResult`.
     """
     cfg = spec.train
     batch_size = min(cfg.batch_size, len(data.train))
     eval_batch = min(cfg.eval_batch_size, max(len(data.val), len(data.test)))
+    n_devices = distributed.resolve_devices(devices, divides=batch_size)
+    mesh = distributed.make_mesh(n_devices)
+    eval_batch = -(-eval_batch // n_devices) * n_devices  # weight-0 padding rows keep sums exact
     settings = spec.model_settings
     base = {
         "task": spec.task,
@@ -224,6 +257,7 @@ def train_run(
         "dtype": "float32",
         "mode": "train",
         "backend": settings.scan,
+        "devices": n_devices,
     }
 
     def write(metric: str, value: float, unit: str, index: int | None = None, **extra: Any) -> None:
@@ -237,8 +271,7 @@ def train_run(
 
     def step_fn(state, x, y, mask):
         model, optimizer = nnx.merge(graphdef, state)
-        model.train()  # dropout on, BatchNorm uses and updates batch statistics
-        loss, grads = nnx.value_and_grad(train_loss)(model, x, y, mask if use_mask else None)
+        loss, grads = loss_and_grads(model, x, y, mask if use_mask else None)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss
 
@@ -251,15 +284,15 @@ def train_run(
     stream = batches(data.train, batch_size, rng)
     x0, y0, m0 = next(stream)
     start = time.perf_counter()
-    step = jax.jit(step_fn).lower(state, x0, y0, m0).compile()
+    step, state, place = compile_sharded(step_fn, mesh, state, (x0, y0, m0))
     cache = jax.config.jax_compilation_cache_dir
     write("compile_s", time.perf_counter() - start, "s", 0, reason=f"compilation cache on: {cache}" if cache else "")
-    evaluate_compiled = jax.jit(eval_fn)
+    evaluate_compiled = jax.jit(eval_fn, out_shardings=distributed.replicated(mesh))
 
     def evaluate(state, split: Split, prefix: str) -> dict[str, float]:
         totals: dict[str, float] = {}
         for xb, yb, mb, wb in eval_batches(split, eval_batch):
-            for k, v in evaluate_compiled(state, xb, yb, mb, wb).items():
+            for k, v in evaluate_compiled(state, *place((xb, yb, mb, wb))).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
         return _metrics(data.head, totals, prefix)
 
@@ -274,7 +307,7 @@ def train_run(
         xb, yb, mb = pending if pending is not None else next(stream)
         pending = None
         t0 = time.perf_counter()
-        state, loss = step(state, xb, yb, mb)
+        state, loss = step(state, *place((xb, yb, mb)))
         loss = float(loss)  # blocks on the step, so the time below is the step's
         window_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss):

@@ -35,7 +35,17 @@ from jaxtyping import Array, Float
 
 from dlbench.errors import check_choice
 from dlbench.layers.base import AbstractSequenceLayer, SSMParam, scan_dtype
-from dlbench.layers.scan import BACKENDS, DEFAULT_CHUNK_SIZE, linear_scan, scan_chunks
+from dlbench.layers.scan import (
+    BACKENDS,
+    DEFAULT_CHUNK_SIZE,
+    DIAGONAL,
+    incoming_state,
+    linear_scan,
+    scan_chunks,
+    seq_axis,
+    sequence_halo,
+    unsharded,
+)
 from dlbench.registry import register_model
 
 # "auto" per platform (a fixed choice, independent of L). Measured on a 2-core CPU, batch 1, H = 64,
@@ -58,9 +68,15 @@ def _single_sequence_scan(
     C: Float[Array, "seq state"],
     backend: str,
     chunk_size: int,
+    h0: Float[Array, "channel state"] | None = None,
 ) -> Float[Array, "seq channel"]:
-    """y_t = sum_n C_t h_t for one sequence (delta already softplus-ed, everything in the scan dtype)."""
+    """y_t = sum_n C_t h_t for one sequence (delta already softplus-ed, everything in the scan dtype).
+
+    ``h0`` is the state before the first step (zeros when omitted; set by the sequence-parallel pass).
+    """
     channels, state = A.shape
+    if h0 is None:
+        h0 = jnp.zeros((channels, state), A.dtype)
 
     def transitions(delta_c, u_c, B_c):
         # a = exp(delta A) and b = delta B u, both (T, D, N): the only place (.., D, N) arrays are formed.
@@ -75,13 +91,12 @@ def _single_sequence_scan(
             h = jnp.exp(d_t[:, None] * A) * h + (d_t * u_t)[:, None] * b_t[None, :]
             return h, h @ c_t
 
-        h0 = jnp.zeros((channels, state), A.dtype)
         _, y = jax.lax.scan(step, h0, (delta, u, B, C))
         return y
 
     if backend == "associative":
         a, b = transitions(delta, u, B)
-        hs = linear_scan(a, b, backend="associative")
+        hs = linear_scan(a, b, backend="associative", h0=h0)
         return jnp.einsum("ldn,ln->ld", hs, C)
 
     if backend == "chunked":
@@ -92,10 +107,37 @@ def _single_sequence_scan(
             hs = linear_scan(a, b, backend="associative", h0=h)
             return hs[-1], jnp.einsum("tdn,tn->td", hs, C_c)
 
-        h0 = jnp.zeros((channels, state), A.dtype)
         return scan_chunks(body, h0, (delta, u, B, C), chunk_size)
 
     raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
+
+
+def _final_state(
+    u: Float[Array, "seq channel"],
+    delta: Float[Array, "seq channel"],
+    A: Float[Array, "channel state"],
+    B: Float[Array, "seq state"],
+    chunk_size: int,
+) -> Float[Array, "channel state"]:
+    """h_{L-1} from h = 0 without storing states: chunks of T steps, only the carry kept.
+
+    Zero padding of the last chunk is neutral (delta = 0 gives a = 1, b = 0).
+    """
+    length = u.shape[0]
+    size = max(1, min(chunk_size, length))
+    chunks = -(-length // size)
+
+    def split(x):
+        return jnp.pad(x, ((0, chunks * size - length), (0, 0))).reshape(chunks, size, x.shape[-1])
+
+    def body(h, chunk):
+        delta_c, u_c, B_c = chunk
+        a = jnp.exp(delta_c[:, :, None] * A)
+        b = (delta_c * u_c)[:, :, None] * B_c[:, None, :]
+        return linear_scan(a, b, backend="associative", h0=h)[-1], None
+
+    h, _ = jax.lax.scan(jax.checkpoint(body), jnp.zeros(A.shape, A.dtype), (split(delta), split(u), split(B)))
+    return h
 
 
 def selective_scan(
@@ -145,8 +187,18 @@ def selective_scan(
     if delta_softplus:
         delta_c = jax.nn.softplus(delta_c)
 
+    axis = seq_axis(note=True)
+
     def one(u_s, delta_s, B_s, C_s):
-        return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size)
+        if axis is None:
+            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size)
+        # Sequence split over devices (scan.sequence_sharded): summarise this chunk (A_tot = exp(A sum
+        # delta), final state from zero), take the state entering it from the earlier devices, and
+        # scan the chunk again from that state; the time-varying diagonal algebra of scan.py.
+        with unsharded():
+            a_total = jnp.exp(jnp.sum(delta_s, axis=0)[:, None] * A_c)
+            h_in = incoming_state(a_total, _final_state(u_s, delta_s, A_c, B_s, chunk_size), axis, DIAGONAL)
+            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size, h0=h_in)
 
     out = jax.vmap(one)(u_c, delta_c, B_c, C_c)
     if D is not None:
@@ -393,7 +445,8 @@ class Mamba(AbstractSequenceLayer):
         """Causal depthwise conv as d_conv shifted products (cheaper than a grouped conv on CPU)."""
         length = x.shape[0]
         w = self.conv_weight[...].astype(x.dtype)
-        padded = jnp.pad(x, ((self.d_conv - 1, 0), (0, 0)))
+        # The d_conv - 1 steps before x: zeros, or the previous device's when the sequence is sharded.
+        padded = jnp.concatenate([sequence_halo(x, self.d_conv - 1), x])
         out = self.conv_bias[...].astype(x.dtype)
         for k in range(self.d_conv):
             out = out + w[k] * padded[k : k + length]

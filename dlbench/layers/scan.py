@@ -13,10 +13,19 @@ Every sequence layer reduces its recurrence to this form and picks one backend:
 The operator (.) is given by a :class:`Semigroup`: elementwise products for diagonal systems
 (S5, LRU, S6/Mamba) and 2x2 block products for the oscillatory layers (LinOSS, D-LinOSS), whose
 transition is a real 2x2 block per state acting on the complex pair [z; x].
+
+Sequence parallelism (:func:`sharded_linear_scan`, :func:`sequence_sharded`): inside ``shard_map``
+with the sequence split over a mesh axis, each device scans its own chunk from a zero state, the
+per-device summaries (total transition A_tot, final state h_last) are all-gathered and combined with
+an exclusive associative scan into the state entering each device, h_in, and every device corrects
+its states as h_k = h_local_k + A_prefix_k (.) h_in. The recurrence composes associatively, so this
+equals the single-device scan up to rounding (tests/test_distributed.py checks it in float64).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from collections.abc import Callable
@@ -186,7 +195,15 @@ def linear_scan(
 
     Returns:
       h, shape (L, *state).
+
+    Inside :func:`sequence_sharded` (a sequence split across devices) this is
+    :func:`sharded_linear_scan` over that mesh axis; otherwise the behaviour above is unchanged.
     """
+    axis = seq_axis(note=True)
+    if axis is not None:
+        return sharded_linear_scan(
+            a, b, axis_name=axis, backend=backend, semigroup=semigroup, invariant=invariant, h0=h0, chunk_size=chunk_size
+        )
     if backend == "sequential":
         start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
         return _sequential(a, b, start, semigroup, invariant)
@@ -195,3 +212,110 @@ def linear_scan(
     if backend == "chunked":
         return _chunked(a, b, h0, semigroup, invariant, chunk_size)
     raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
+
+
+# --- sequence parallelism ------------------------------------------------------------------------
+
+# (mesh axis name, use record) while a layer is traced with its sequence sharded; None otherwise.
+_SEQ_AXIS: contextvars.ContextVar[tuple[str, dict] | None] = contextvars.ContextVar("dlbench_seq_axis", default=None)
+
+
+@contextlib.contextmanager
+def sequence_sharded(axis_name: str):
+    """Trace a layer whose sequence is split over mesh axis ``axis_name`` (inside ``shard_map``).
+
+    While active, :func:`linear_scan` (and ``selective_scan``) combine their chunk summaries across
+    the axis, so a layer built on them computes the single-device result without code of its own.
+    Yields a record whose ``"scans"`` counts the scans that did so: 0 after tracing a layer means its
+    recurrence does not go through these primitives (attention, a layer's own formulation), and the
+    local result would be wrong, so callers must treat the layer as not sequence-parallel.
+    """
+    record = {"scans": 0}
+    token = _SEQ_AXIS.set((axis_name, record))
+    try:
+        yield record
+    finally:
+        _SEQ_AXIS.reset(token)
+
+
+@contextlib.contextmanager
+def unsharded():
+    """Trace the enclosed scans as local, single-chunk scans (used for the per-device pass)."""
+    token = _SEQ_AXIS.set(None)
+    try:
+        yield
+    finally:
+        _SEQ_AXIS.reset(token)
+
+
+def seq_axis(note: bool = False) -> str | None:
+    """The mesh axis the sequence is sharded over, or None; ``note`` counts one sharded scan."""
+    current = _SEQ_AXIS.get()
+    if current is None:
+        return None
+    if note:
+        current[1]["scans"] += 1
+    return current[0]
+
+
+def incoming_state(a_total: jax.Array, h_last: jax.Array, axis_name: str, semigroup: Semigroup = DIAGONAL, h0: jax.Array | None = None) -> jax.Array:
+    """The state entering this device's chunk: exclusive scan of the per-device summaries.
+
+    Args:
+      a_total: this device's total transition A_tot = a_{L-1} (.) ... (.) a_0 over its chunk, (*S).
+      h_last: this device's final state scanned from zero, (*state).
+      axis_name: the mesh axis the sequence is split over (devices in sequence order).
+      h0: the state before the whole sequence; zeros when omitted.
+    Returns:
+      h_in (*state): h0 on the first device, else the state after every earlier device's chunk.
+    """
+    a_all = jax.lax.all_gather(a_total, axis_name)  # (devices, *S)
+    h_all = jax.lax.all_gather(h_last, axis_name)  # (devices, *state)
+    # Inclusive prefix over devices (a handful of elements), then shift by one: exclusive.
+    h_incl = _associative(a_all, h_all, h0, semigroup, invariant=False)
+    index = jax.lax.axis_index(axis_name)
+    start = jnp.zeros_like(h_last) if h0 is None else jnp.broadcast_to(h0, h_last.shape).astype(h_last.dtype)
+    previous = jax.lax.dynamic_index_in_dim(h_incl, jnp.maximum(index - 1, 0), axis=0, keepdims=False)
+    return jnp.where(index == 0, start, previous)
+
+
+def sharded_linear_scan(
+    a: jax.Array,
+    b: jax.Array,
+    *,
+    axis_name: str,
+    backend: str,
+    semigroup: Semigroup = DIAGONAL,
+    invariant: bool = False,
+    h0: jax.Array | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> jax.Array:
+    """:func:`linear_scan` of the whole sequence when each device holds one chunk of it.
+
+    Call inside ``shard_map`` with the sequence axis of ``b`` (and of ``a`` unless ``invariant``)
+    split over ``axis_name`` in order. Each device scans its chunk from zero with ``backend``, forms
+    A_prefix_k = a_k (.) ... (.) a_0 over its chunk, receives h_in from :func:`incoming_state` and
+    returns h_local_k + A_prefix_k (.) h_in. Extra memory: one (L_local, *S) prefix of transitions.
+
+    Args and returns as :func:`linear_scan`, with local shapes (L_local = L / devices).
+    """
+    with unsharded():
+        h_local = linear_scan(a, b, backend=backend, semigroup=semigroup, invariant=invariant, chunk_size=chunk_size)
+    steps = jnp.broadcast_to(a, b.shape[:1] + a.shape) if invariant else a
+    a_prefix = jax.lax.associative_scan(lambda earlier, later: semigroup.compose(later, earlier), steps, axis=0)
+    h_in = incoming_state(a_prefix[-1], h_local[-1], axis_name, semigroup, h0)
+    return h_local + semigroup.act(a_prefix, h_in)
+
+
+def sequence_halo(x: jax.Array, width: int) -> jax.Array:
+    """The ``width`` steps preceding this device's chunk of ``x`` (seq, ...): zeros outside a sharded trace.
+
+    For causal operators with a window (Mamba's depthwise convolution): device i receives the last
+    ``width`` rows of device i-1 (``ppermute``); the first device, like an unsharded sequence, gets zeros.
+    """
+    halo = jnp.zeros((width,) + x.shape[1:], x.dtype)
+    axis = seq_axis()
+    if axis is None or width == 0:
+        return halo
+    n = jax.lax.axis_size(axis)
+    return jax.lax.ppermute(x[-width:], axis, perm=[(i, i + 1) for i in range(n - 1)])
