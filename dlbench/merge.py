@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlbench.errors import DlbenchError
+from dlbench.results import ROWS_FILE
 
 # Columns every row of the merged run must share: the code, its git state and JAX.
 MUST_AGREE = ("suite", "dlbench_version", "jax_version", "jaxlib_version", "git_commit")
@@ -23,9 +24,9 @@ MUST_AGREE = ("suite", "dlbench_version", "jax_version", "jaxlib_version", "git_
 
 def _rows_file(path: Path) -> Path:
     if path.is_dir():
-        if not (path / "rows.csv").is_file():
+        if not (path / ROWS_FILE).is_file():
             raise DlbenchError(f"{path}: no rows.csv (not a dlbench run output)")
-        return path / "rows.csv"
+        return path / ROWS_FILE
     if not path.is_file():
         raise DlbenchError(f"{path}: no such file or directory")
     return path
@@ -38,7 +39,7 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
     if not inputs:
         raise DlbenchError("merge: no inputs")
     out_dir = Path(out)
-    target = out_dir / "rows.csv"
+    target = out_dir / ROWS_FILE
     if target.exists() and target.stat().st_size:
         raise DlbenchError(f"{target} exists; choose another --out")
     owner: dict[tuple, str] = {}

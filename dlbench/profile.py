@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from dlbench.errors import DlbenchError, check_choice
+from dlbench.results import ROWS_FILE
 from dlbench.timing import TimingPolicy
 
 MODES = ("fwd", "fwdbwd")
 TARGETS = ("layer", "model")
 DTYPES = ("float32", "bfloat16", "float64")
 DEFAULT_LENGTHS = tuple(2**k for k in range(10, 17)) + (50_000,)
-ROWS_FILE = "rows.csv"
 PLOT_FILE = "throughput.png"
 # Statuses after which longer lengths of the same series are not attempted.
 STOPPING = ("oom", "timeout")

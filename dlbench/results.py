@@ -165,12 +165,19 @@ def _cell(value: Any) -> Any:
     return value
 
 
+ROWS_FILE = "rows.csv"
+
+
 def result_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """CSV files named directly or found (recursively) in the named directories."""
+    """CSV files named directly, or every ``rows.csv`` found (recursively) in the named directories.
+
+    Only ``rows.csv`` counts inside a directory: exported leaderboards and other derived CSVs live
+    beside the rows and are not result tables.
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.rglob("*.csv")))
+            files.extend(sorted(p.rglob(ROWS_FILE)))
         elif p.exists():
             files.append(p)
         else:

@@ -32,9 +32,10 @@ from rich.table import Table
 from dlbench import distributed
 from dlbench.config import ConfigError, RunSpec, SuiteConfig, load_suite, read_toml, suite_from_mapping, suite_paths
 from dlbench.errors import DlbenchError
+from dlbench.results import ROWS_FILE
 from dlbench.tasks import check_data, resolve_data_dir
 
-ROWS = "rows.csv"
+ROWS = ROWS_FILE
 SHARD_FILE = "shard.json"
 
 
