@@ -85,6 +85,8 @@ class ScanSweep:
             raise DlbenchError("batch, hidden and state must be positive")
         if not self.backends:
             raise DlbenchError("at least one backend is needed")
+        for backend in self.backends:
+            check_choice("backend", backend, known_backends())
         if self.seq_shard and self.target != "layer":
             raise DlbenchError("--seq-shard times one sequence layer (--target layer): a model's norms and head are not sequence-parallel")
         if self.devices is not None and self.devices < 1:
@@ -127,6 +129,16 @@ class ScanSweep:
 
 # The generic backends; "all" also times each layer's own extra backends.
 ALL_BACKENDS = ("associative", "sequential", "chunked", "auto", "*")
+
+
+def known_backends() -> tuple[str, ...]:
+    """Every backend some registered model offers, plus "*" (each model's own extras)."""
+    from dlbench.registry import get_model, model_names
+
+    names = list(ALL_BACKENDS)
+    for model in model_names():
+        names.extend(s for s in get_model(model).layer.scans if s not in names)
+    return tuple(names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,9 +326,11 @@ def run_cell(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Ca
     status, reason = "ok", ""
     try:
         fn, args, layer, options = build_workload(cell)
-    except DlbenchError as error:
-        emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": "n/a", "reason": str(error)})
-        return "n/a"
+    except Exception as error:  # noqa: BLE001 - a model that cannot be built for this cell is a result too
+        # A DlbenchError here means the model lacks the backend (n/a); anything else is a failure.
+        status, reason = ("n/a", str(error)) if isinstance(error, DlbenchError) else classify_failure(error)
+        emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": status, "reason": reason})
+        return status
     base["layer_options"] = json.dumps(options, sort_keys=True, default=str)
     try:
         compiled, lower_s, compile_s, analysis = compile_timed(fn, args)
@@ -325,10 +339,11 @@ def run_cell(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Ca
         emit({**base, "metric": "compile_s", "value": compile_s, "unit": "s", "source": f"cache={cache}"})
         if analysis and "peak_memory_in_bytes" in analysis:
             emit({**base, "metric": "peak_bytes", "value": analysis["peak_memory_in_bytes"], "unit": "bytes", "source": "memory_analysis"})
-        out = compiled(*args)
-        if not is_finite_tree(out):
-            raise FloatingPointError("non-finite output")
+        # The warm-up inside repeat_timed is the executable's first call (first_call_s); the output is
+        # checked for NaN/Inf only afterwards, by one more untimed call.
         first, repeats = repeat_timed(lambda: compiled(*args), policy)
+        if not is_finite_tree(compiled(*args)):
+            raise FloatingPointError("non-finite output")
         for i, t in enumerate(first):
             emit({**base, "metric": "first_call_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"})
         for i, t in enumerate(repeats):
@@ -559,10 +574,15 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
 
 
 def write_plot(rows_path: Path, png: Path, console) -> None:
+    """The throughput plot beside the rows; a sweep with nothing to draw says so instead of failing."""
     from dlbench.report import plot_throughput
     from dlbench.results import read_rows
 
-    plot_throughput(read_rows([rows_path]), png)
+    try:
+        plot_throughput(read_rows([rows_path]), png)
+    except DlbenchError as error:
+        console.print(f"no plot: {error}")
+        return
     console.print(f"plot: {png}")
 
 

@@ -992,6 +992,10 @@ def _line_plot(
     cells marked at the bottom of the panel."""
     from matplotlib.lines import Line2D
 
+    values = frame[y].astype(float)
+    if not (np.isfinite(values) & (values > 0)).any():
+        # A log axis needs a positive value: a sweep where every cell failed has nothing to draw.
+        raise DlbenchError("no successful cells to plot (every cell failed or was skipped)")
     frame = frame.copy()
     frame["mode"] = frame["mode"].fillna("").astype(str)
     modes = sorted(frame["mode"].unique())
@@ -1121,12 +1125,17 @@ PLOTS: dict[str, Callable[[pd.DataFrame, str | Path | None], Any]] = {
 PLOT_KINDS = ("auto", *PLOTS)
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def plot_results(paths: Sequence[str | Path], kind: str = "auto", out: str | Path | None = None) -> Path:
     """Read rows and draw one plot of ``kind`` (``auto``: throughput for profile rows, else training)
     to ``out`` (default: ``KIND.png`` beside the results). Returns the PNG's path."""
     from dlbench.results import read_rows
 
     check_choice("plot kind", kind, PLOT_KINDS)
+    if out is not None:
+        check_choice("plot file type", Path(out).suffix.lower() or "(none)", PLOT_SUFFIXES)
     rows = read_rows(paths)
     if kind == "auto":
         kind = "throughput" if _is_profile(rows).any() else "training"

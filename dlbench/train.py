@@ -15,7 +15,7 @@ Rows (tidy schema of :mod:`dlbench.results`, written as they are made, ``index``
   per evaluation: train_loss (mean over the window), step_time_s (median over the window; throughput
   = batch * seq_len / step_time_s is derived, not stored), val_loss, and val_accuracy (classification)
   or val_mse, val_rmse (regression);
-  at the end: best_step, train_time_s, test_loss, then test_accuracy, or test_mse and test_rmse.
+  at the end: best_step, train_time_s, peak_bytes, test_loss, then test_accuracy, or test_mse and test_rmse.
 The last row of a finished run is ``test_accuracy`` / ``test_rmse``, or a ``status=nan`` row when the
 loss stopped being finite (see :data:`FINAL_METRICS`).
 
@@ -49,6 +49,7 @@ from dlbench.layers.base import SSMParam
 from dlbench.models import ModelConfig, SequenceModel, build_model, count_parameters
 from dlbench.results import RowWriter
 from dlbench.tasks import Split, TaskData
+from dlbench.timing import peak_memory
 
 # A run is finished (and --resume skips it) once one of these rows exists for its cell.
 FINAL_METRICS = ("test_accuracy", "test_rmse")
@@ -332,6 +333,10 @@ def train_run(
                 break
     write("best_step", best_step, "step", best_step)
     write("train_time_s", time.perf_counter() - run_start, "s", i)
+    # Peak memory so far: the device allocator's peak on GPUs; on CPU the process's peak RSS, which in
+    # a suite is the peak over this run and the runs before it (source "rss" says so).
+    peak, source = peak_memory()
+    write("peak_bytes", peak, "bytes", i, source=source)
     test = evaluate(best_state, data.test, "test")
     # test_loss first; the run's final metric (FINAL_METRICS) goes last, so its presence marks a finished run.
     for name in sorted(test, key=lambda n: n in FINAL_METRICS):

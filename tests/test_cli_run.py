@@ -14,28 +14,16 @@ TINY = ["--seeds", "0,1", "--set", "train.steps=3", "--set", "train.eval_every=1
         "--set", "model.state_dim=2", "--set", "model.num_blocks=1", "--set", "train.batch_size=4"]
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("DLBENCH_JAX_CACHE", "off")
-
-
-def error_line(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def test_one_line_errors(capsys, tmp_path):
-    assert "unknown suite 'smok'; did you mean 'smoke'?" in error_line(capsys, ["run", "smok"])
-    assert "unknown model 'nope'" in error_line(capsys, ["run", "smoke", "--model", "nope", "--dry-run"])
+def test_one_line_errors(capsys, tmp_path, error_line):
+    assert "unknown suite 'smok'; did you mean 'smoke'?" in error_line(["run", "smok"])
+    assert "unknown model 'nope'" in error_line(["run", "smoke", "--model", "nope", "--dry-run"])
     bad = tmp_path / "bad.toml"
     bad.write_text('include = ["attention"]\n[tasks.basicmotions]\n[train]\nlearning_rate = 1e-3\n')
-    err = error_line(capsys, ["run", str(bad)])
+    err = error_line(["run", str(bad)])
     assert str(bad) in err and "unknown key 'train.learning_rate'" in err
-    assert "bad --set 'train.steps'" in error_line(capsys, ["run", "smoke", "--set", "train.steps"])
-    assert "did you mean 'train.steps'" in error_line(capsys, ["run", "smoke", "--set", "train.step=3"])
-    assert "bad --seeds" in error_line(capsys, ["run", "smoke", "--seeds", "a,b", "--dry-run"])
+    assert "bad --set 'train.steps'" in error_line(["run", "smoke", "--set", "train.steps"])
+    assert "did you mean 'train.steps'" in error_line(["run", "smoke", "--set", "train.step=3"])
+    assert "bad --seeds" in error_line(["run", "smoke", "--seeds", "a,b", "--dry-run"])
 
 
 def test_missing_data_fails_fast_in_a_fresh_process(tmp_path):

@@ -86,3 +86,16 @@ def test_bad_sweep_options_are_one_line_errors(capsys, argv, fragment):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_sweep_with_nothing_to_plot_still_finishes(tmp_path, capsys):
+    sweep = small(lengths=(32,), modes=("fwd",), backends=("associative",), isolate=False)
+    rows = read_rows([run_sweep(sweep, tmp_path)])
+    assert list(rows[rows.metric == "cell_s"].status) == ["n/a"]
+    assert "no plot: no successful cells to plot" in capsys.readouterr().out
+    assert not (tmp_path / "throughput.png").exists()
+
+
+def test_unknown_backend_and_plot_type_are_one_line_errors(error_line, tmp_path):
+    assert "unknown backend 'nosuch'; valid choices: associative" in error_line(["profile", "scan", "--backends", "nosuch"])
+    assert "unknown plot file type '.txt'" in error_line(["plot", str(tmp_path), "--out", str(tmp_path / "p.txt")])

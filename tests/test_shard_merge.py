@@ -14,21 +14,9 @@ TINY = ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "model
         "--set", "model.state_dim=2", "--set", "model.num_blocks=1", "--set", "train.batch_size=4"]
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("DLBENCH_JAX_CACHE", "off")
-
-
-def error_line(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
 @pytest.mark.parametrize("bad", ["3/3", "x/2", "1/0", "-1/2", "1", "0/2/3"])
-def test_bad_shard_values_are_one_line_errors(capsys, bad):
-    assert "bad --shard" in error_line(capsys, ["run", "smoke", "--shard", bad, "--dry-run"])
+def test_bad_shard_values_are_one_line_errors(capsys, bad, error_line):
+    assert "bad --shard" in error_line(["run", "smoke", "--shard", bad, "--dry-run"])
 
 
 def test_shards_cover_every_cell_exactly_once():
@@ -55,7 +43,7 @@ def _cells(frame):
     return sorted(zip(frame.task, frame.model, frame.seed, frame.metric, frame["index"].fillna(-1), frame.value.round(6), strict=True))
 
 
-def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
+def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_line):
     args = ["run", "smoke", "--model", "attention", "--seeds", "0,1,2", *TINY]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     for i in range(3):
@@ -70,14 +58,14 @@ def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     assert _cells(merged) == _cells(full)  # same cells, same measured metrics (training is deterministic)
 
     # Refusals, one line each: a missing shard, a cell twice, different provenance.
-    assert "missing shard(s) 2/3" in error_line(capsys, ["merge", *shards[:2], "--out", str(tmp_path / "m2")])
+    assert "missing shard(s) 2/3" in error_line(["merge", *shards[:2], "--out", str(tmp_path / "m2")])
     assert main(["merge", *shards[:2], "--partial", "--out", str(tmp_path / "m3")]) == 0
-    assert "duplicate" in error_line(capsys, ["merge", *shards, str(tmp_path / "full"), "--out", str(tmp_path / "m4")])
+    assert "duplicate" in error_line(["merge", *shards, str(tmp_path / "full"), "--out", str(tmp_path / "m4")])
     other = tmp_path / "other"
     shutil.copytree(shards[2], other)
     rows = pd.read_csv(other / "rows.csv", keep_default_na=False, na_values=[""], dtype=str)
     rows["git_commit"] = "0" * 40
     rows.to_csv(other / "rows.csv", index=False)
-    err = error_line(capsys, ["merge", *shards[:2], str(other), "--out", str(tmp_path / "m5")])
+    err = error_line(["merge", *shards[:2], str(other), "--out", str(tmp_path / "m5")])
     assert "mismatched provenance: git_commit" in err
     assert not (tmp_path / "m5" / "rows.csv").exists()

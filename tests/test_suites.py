@@ -23,11 +23,6 @@ TINY = [
 NEEDS_FILES_TOO_BIG = {"ppg"}  # one PPG window is 49,920 steps: its loader is tested in test_tasks.py
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
-    monkeypatch.setenv("DLBENCH_JAX_CACHE", "off")
-
-
 def train_suites():
     return [n for n, p in suite_paths().items() if load_suite(n).kind == "train"]
 

@@ -16,7 +16,7 @@ from dlbench.layers.base import SSMParam
 from dlbench.results import RowWriter
 from dlbench.tasks import Split, TaskData, load_task
 
-ALLOWED = {"dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.results", "dlbench.tasks"}
+ALLOWED = {"dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.results", "dlbench.tasks", "dlbench.timing"}
 
 
 def test_train_imports_no_concrete_layer():
@@ -82,7 +82,7 @@ def test_deterministic_given_seed_and_rows_complete(tmp_path):
     for name in ("a", "b"):
         train_module.train_run(spec(), data, RowWriter(tmp_path / f"{name}.csv"))
         frame = rows(tmp_path / f"{name}.csv")
-        timeless = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s"])]
+        timeless = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s", "peak_bytes"])]
         results.append(timeless[["metric", "index", "value"]].reset_index(drop=True))
     pd.testing.assert_frame_equal(results[0], results[1])
     metrics = set(results[0].metric)
@@ -91,6 +91,8 @@ def test_deterministic_given_seed_and_rows_complete(tmp_path):
     assert frame.metric.iloc[-1] == "test_accuracy"  # the final row marks a finished run
     assert set(frame.model) == {"attention"} and set(frame.task) == {"toy"} and set(frame.seed) == {0}
     assert frame.loc[frame.metric == "compile_s", "index"].item() == 0
+    peak = frame[frame.metric == "peak_bytes"]
+    assert len(peak) == 1 and peak.value.item() > 2**20 and peak.source.item() in ("rss", "memory_stats")
 
 
 def test_nan_loss_writes_status_nan_and_stops(tmp_path):
