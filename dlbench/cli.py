@@ -150,6 +150,8 @@ def profile_bandwidth_command(
     from dlbench.profile import ROWS_FILE, measure_bandwidth
     from dlbench.results import RowWriter, new_run_id
 
+    if megabytes < 1:
+        raise DlbenchError(f"--megabytes must be at least 1, got {megabytes}")
     value = measure_bandwidth(megabytes)
     console.print(f"copy bandwidth: {value / 1e9:.2f} GB/s ({megabytes} MiB, read + write)")
     if out:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from dlbench.errors import UnknownChoiceError
+from dlbench.errors import UnknownChoiceError, check_choice
 
 _MODELS: dict[str, ModelSpec] = {}
 
@@ -30,6 +31,15 @@ class ModelSpec:
     layer: type
     options: MappingProxyType
     description: str
+
+    def check_options(self, options: Mapping[str, Any], scan: str) -> None:
+        """Refuse a layer option or scan backend this model's layer does not take (before any run)."""
+        params = inspect.signature(self.layer.__init__).parameters
+        shared = ("rngs", "dtype", "param_dtype", "scan")
+        valid = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in shared]
+        for key in options:
+            check_choice(f"layer option for {self.name}", key, valid)
+        check_choice(f"scan backend for {self.name}", scan, self.layer.scans)
 
     def make_layer(self, hidden_dim: int, state_dim: int, **overrides: Any):
         """Construct this model's sequence layer; ``overrides`` win over the registered options."""

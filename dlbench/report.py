@@ -461,6 +461,8 @@ def throughput_leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
 def leaderboards(rows: pd.DataFrame, kind: str = "auto", metric: str | None = None) -> dict[str, pd.DataFrame]:
     """The leaderboards of ``kind`` (``auto``: every kind present in ``rows``), keyed by kind."""
     check_choice("leaderboard kind", kind, LEADERBOARD_KINDS)
+    if metric is not None:
+        check_choice("metric", metric, sorted(set(rows["metric"].dropna().astype(str))))
     builders: dict[str, Callable[[], pd.DataFrame]] = {
         "training": lambda: training_leaderboard(rows, metric),
         "throughput": lambda: throughput_leaderboard(rows),

@@ -74,7 +74,15 @@ def expand(suite: SuiteConfig, models: Sequence[str] | None = None, seeds: Seque
         names = tuple(m for m in names if m in models)
     for m in list(suite.models) + [m for t in suite.tasks.values() for m in t["models"]]:
         get_model(m)  # a typo in [models.NAME] should not silently do nothing
-    return [suite.resolve(t, m, s) for t in suite.task_names for s in (seeds or suite.seeds) for m in names]
+    runs = [suite.resolve(t, m, s) for t in suite.task_names for s in (seeds or suite.seeds) for m in names]
+    for run in runs:
+        # Layer options and scan backends are checked against the layer here, before anything runs
+        # (suite loading stays free of JAX, so a missing dataset is reported at once).
+        try:
+            get_model(run.model).check_options(run.model_settings.layer_options, run.model_settings.scan)
+        except DlbenchError as error:
+            raise DlbenchError(f"{suite.path}: run {run.task}/{run.model}/seed {run.seed}: {error}") from None
+    return runs
 
 
 def finished_cells(path: Path) -> set[tuple[str, str, int]]:

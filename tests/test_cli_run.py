@@ -49,7 +49,7 @@ def test_suites_and_dry_run(capsys):
 
 def _cells(path):
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    frame = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s"])]
+    frame = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s", "peak_bytes"])]
     return sorted(zip(frame.task, frame.model, frame.seed, frame.metric, frame["index"].fillna(-1), frame.value.round(6), strict=True))
 
 
@@ -74,3 +74,12 @@ def test_killed_and_resumed_run_has_the_same_rows(tmp_path, monkeypatch, capsys)
     before = (tmp_path / "killed" / "rows.csv").read_text()
     assert main([*args, "--out", str(tmp_path / "killed"), "--resume"]) == 0
     assert (tmp_path / "killed" / "rows.csv").read_text() == before
+
+
+def test_layer_options_and_scan_are_checked_before_anything_runs(error_line, tmp_path):
+    out = tmp_path / "never"
+    err = error_line(["run", "smoke", "--model", "lru", "--set", "model.layer_options.foo=1", "--out", str(out)])
+    assert "run basicmotions/lru/seed 0: unknown layer option for lru 'foo'; valid choices: chunk_size" in err
+    assert not out.exists()
+    err = error_line(["run", "smoke", "--model", "s5", "--set", 'model.scan="nosuch"', "--dry-run"])
+    assert "unknown scan backend for s5 'nosuch'" in err
