@@ -282,6 +282,9 @@ def merge_command(
     console.print(f"merged {len(results)} outputs: {cells} cells -> {path}")
 
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn every user error into one line and an exit code."""
     try:
@@ -298,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dlbench: error: {' '.join(message.split())}", file=sys.stderr)
         return error.exit_code
     except typer.Exit as exit_:
-        return exit_.exit_code
+        code = exit_.exit_code
     except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
+    code = code if isinstance(code, int) else 0
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code and returns it
         print("dlbench: interrupted", file=sys.stderr)
-        return 130
-    return code if isinstance(code, int) else 0
+    return code
 
 
 def run() -> None:

@@ -547,6 +547,18 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
         console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
 
     display = LiveTable(console, total=len(todo))
+    try:
+        _sweep_cells(todo, sweep, policy, bandwidth, stops, writer, display)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: every finished cell is in {rows_path}; continue with --resume --out {out}")
+        raise
+    if plot:
+        write_plot(rows_path, out / PLOT_FILE, console)
+    return rows_path
+
+
+def _sweep_cells(todo, sweep: ScanSweep, policy, bandwidth, stops, writer, display) -> None:
+    """Measure each cell in turn, writing its rows as they are made (the body of :func:`run_sweep`)."""
     with display:
         for cell in todo:
             stop = stops.get(cell.series())
@@ -568,9 +580,6 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
             if status in STOPPING and cell.series() not in stops:
                 stops[cell.series()] = (cell.seq_len, status)
             display.finish(cell, status, cell_rows)
-    if plot:
-        write_plot(rows_path, out / PLOT_FILE, console)
-    return rows_path
 
 
 def write_plot(rows_path: Path, png: Path, console) -> None:

@@ -99,3 +99,26 @@ def test_a_sweep_with_nothing_to_plot_still_finishes(tmp_path, capsys):
 def test_unknown_backend_and_plot_type_are_one_line_errors(error_line, tmp_path):
     assert "unknown backend 'nosuch'; valid choices: associative" in error_line(["profile", "scan", "--backends", "nosuch"])
     assert "unknown plot file type '.txt'" in error_line(["plot", str(tmp_path), "--out", str(tmp_path / "p.txt")])
+
+
+def test_ctrl_c_keeps_every_finished_row(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-c", "from dlbench.cli import run; run()", "profile", "scan", "--models", "attention",
+               "--lengths", "16,32,64,128,256,512", "--hidden", "8", "--state", "8", "--mode", "fwd", "--repeats", "2",
+               "--min-time", "0.5", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rows_file = tmp_path / "rows.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (rows_file.exists() and "cell_s" in rows_file.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "dlbench: interrupted" in err and "Traceback" not in err
+    rows = read_rows([rows_file])
+    finished = rows[rows.metric == "cell_s"]
+    assert 1 <= len(finished) < 6 and set(finished.status) == {"ok"}
+    assert len(rows[(rows.metric == "wall_s") & (rows.seq_len == 16)]) >= 2
