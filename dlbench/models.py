@@ -55,6 +55,10 @@ class Block(nnx.Module):
         if norm == "batch":
             # The papers' BatchNorm: statistics over (batch, time), no affine part.
             self.norm = nnx.BatchNorm(hidden, use_bias=False, use_scale=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            # Flax keeps running statistics in float32 whatever param_dtype is; a float64 model must
+            # normalise in float64 in eval mode too.
+            self.norm.mean = nnx.BatchStat(jnp.zeros((hidden,), param_dtype))
+            self.norm.var = nnx.BatchStat(jnp.ones((hidden,), param_dtype))
         else:
             self.norm = nnx.LayerNorm(hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.layer = layer

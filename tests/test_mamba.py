@@ -190,7 +190,8 @@ def test_reference_is_not_trivial():
         assert not np.allclose(ref_selective_scan(**changed, **opts), base), name
 
 
-@pytest.mark.parametrize(("backend", "length"), [(b, 17) for b in BACKENDS] + [("chunked", 257), ("sequential", 257)])
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_selective_scan_gradients(x64, backend, length):
     args, opts = scan_inputs(length, "full", seed=7)
     names = list(args)

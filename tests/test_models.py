@@ -79,6 +79,56 @@ def test_dropout_only_in_train_mode_and_batchnorm_stats_update_only_in_train():
     assert not np.allclose(model.blocks[0].norm.mean[...], before)
 
 
+def np_gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def np_linear(module, x):
+    return x @ np.asarray(module.kernel[...]) + np.asarray(module.bias[...])
+
+
+def np_backbone(model, u, *, train: bool):
+    """MODELS.md section 1 in float64 NumPy; only the sequence layer is the model's own (block.layer)."""
+    x = np_linear(model.encoder, u)
+    for block in model.blocks:
+        s = x
+        if train:  # batch statistics over (batch, time), biased variance, no affine part
+            mean, var = x.mean(axis=(0, 1)), x.var(axis=(0, 1))
+        else:
+            mean, var = np.asarray(block.norm.mean[...]), np.asarray(block.norm.var[...])
+        x = (x - mean) / np.sqrt(var + 1e-5)
+        x = np.asarray(block.layer(jnp.asarray(x)))
+        x = np_gelu_tanh(x)  # dropout 0
+        x = np_linear(block.glu_value, x) * (1.0 / (1.0 + np.exp(-np_linear(block.glu_gate, x))))
+        x = s + x
+    return np_linear(model.decoder, x.mean(axis=1))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["batch-statistics", "running-statistics"])
+def test_backbone_matches_the_models_md_equations(train):
+    """Encoder, block order (norm, layer, GELU, GLU, residual), BatchNorm and head, pinned numerically."""
+    batch, length, n_in, hidden, state, classes = 2, 13, 3, 7, 5, 11
+    config = ModelConfig(
+        num_inputs=n_in, hidden_dim=hidden, state_dim=state, num_blocks=2, num_outputs=classes, dropout=0.0, scan="sequential"
+    )
+    with jax.enable_x64(True):
+        model = build_model("lru", config, dtype=jnp.float64)
+        rng = np.random.default_rng(0)
+        if not train:
+            # Non-trivial running statistics, so mean 0 / var 1 cannot pass. They must be float64 in a
+            # float64 model (flax would keep them in float32; the backbone overrides that).
+            for block in model.blocks:
+                assert block.norm.mean[...].dtype == jnp.float64 and block.norm.var[...].dtype == jnp.float64
+                block.norm.mean.set_value(jnp.asarray(rng.standard_normal(hidden)))
+                block.norm.var.set_value(jnp.asarray(rng.uniform(0.5, 2.0, hidden)))
+            model.eval()
+        u = 3.0 * rng.standard_normal((batch, length, n_in)) + 1.0  # off-centre, so the norm matters
+        want = np_backbone(model, u, train=train)
+        got = model(jnp.asarray(u))
+        assert got.dtype == jnp.float64 and got.shape == (batch, classes)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+
+
 def test_layer_norm_option():
     config = ModelConfig(num_inputs=3, hidden_dim=8, state_dim=4, num_blocks=1, num_outputs=2, norm="layer")
     assert build_model("mamba", config)(jnp.ones((2, 5, 3))).shape == (2, 2)

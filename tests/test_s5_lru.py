@@ -158,10 +158,12 @@ def test_forward_matches_float64_reference(name, backend, lengths):
 
 
 def grad_cases():
+    # The default S5 and LRU on every backend at every length: 1 and 2 (no recurrence, or a single
+    # step of it), 17 and 257 (cross chunk boundaries, a ragged last chunk), 1031 (long memory).
     for name in MAIN:
         for backend in BACKENDS[:3]:
-            # 257 steps cross 32 chunk boundaries; the other backends have no boundaries to cross.
-            yield pytest.param(name, backend, 257 if backend == "chunked" else 17, id=f"{name}-{backend}")
+            for length in LENGTHS:
+                yield pytest.param(name, backend, length, id=f"{name}-{backend}-L{length}")
     for name in OTHER:
         yield pytest.param(name, "chunked", 17, id=f"{name}-chunked")
 
