@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime
 import functools
-import getpass
 import importlib.metadata
 import os
 import platform

@@ -5,7 +5,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from dlbench.cli import main
 from dlbench.results import RowWriter

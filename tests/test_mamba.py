@@ -124,7 +124,7 @@ def scan_inputs(length, variant, seed=0, dtype=np.float64):
     return {k: v.astype(dtype) for k, v in args.items()}, opts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_reference(length, variant):
     args, opts = scan_inputs(length, variant)
     return ref_selective_scan(**args, **opts)
@@ -362,7 +362,7 @@ def test_layer_gradients(x64, cls, backend, length):
     for _ in range(2):
         v_p = jax.tree.map(lambda x: rng.normal(size=x.shape), p)
         v_u = rng.normal(size=u.shape)
-        shift = lambda s: jax.tree.map(lambda x, v: x + s * v, p, v_p)  # noqa: E731
+        shift = lambda s, v_p=v_p: jax.tree.map(lambda x, d: x + s * d, p, v_p)  # noqa: E731
         fd = np.sum((ref(shift(FD_EPS), u + FD_EPS * v_u, RANK) - ref(shift(-FD_EPS), u - FD_EPS * v_u, RANK)) * W)
         fd /= 2 * FD_EPS
         ad = np.sum(np.asarray(g_u) * v_u) + sum(

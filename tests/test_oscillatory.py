@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from dlbench.errors import UnknownChoiceError
 from dlbench.layers.base import SSMParam
 from dlbench.layers.oscillatory import (
-    DLinOSS,
     DiscretizationError,
+    DLinOSS,
     LinOSS,
     UnstableDiscretizationWarning,
     _imex1,
@@ -147,7 +147,7 @@ def np_forward(variant: str, prm: dict, u: np.ndarray) -> np.ndarray:
     return np.stack(ys, 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_data(variant: str, length: int):
     """Inputs, loss weights and the reference output, shared by every backend of a variant."""
     with jax.enable_x64(True):
@@ -193,7 +193,7 @@ def test_matches_reference_values_and_gradients(x64, variant, scan, length):
         du = rng.standard_normal(u.shape)
         predicted = sum(np.sum(grads[n] * direction[n]) for n in names) + np.sum(np.asarray(g_u) * du)
 
-        def np_loss(t):
+        def np_loss(t, direction=direction, du=du):
             shifted = {**prm, **{n: prm[n] + t * direction[n] for n in names}}
             return np.sum(np_forward(variant, shifted, u + t * du) * W)
 

@@ -53,7 +53,7 @@ def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_lin
     assert main(["merge", *shards, "--out", str(tmp_path / "merged")]) == 0
     full = pd.read_csv(tmp_path / "full" / "rows.csv", keep_default_na=False, na_values=[""])
     merged = pd.read_csv(tmp_path / "merged" / "rows.csv", keep_default_na=False, na_values=[""])
-    assert set(zip(merged.task, merged.model, merged.seed)) == set(zip(full.task, full.model, full.seed))
+    assert set(zip(merged.task, merged.model, merged.seed, strict=True)) == set(zip(full.task, full.model, full.seed, strict=True))
     assert len(set(merged.seed)) == 3 and merged.run_id.nunique() == 1
     assert _cells(merged) == _cells(full)  # same cells, same measured metrics (training is deterministic)
 

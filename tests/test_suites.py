@@ -2,11 +2,11 @@
 
 import pandas as pd
 import pytest
+from test_tasks import make_uea
 
 from dlbench.config import load_suite, suite_paths
 from dlbench.suite import expand, list_suites, run_suite
 from dlbench.tasks.uea import UEA_DATASETS
-from test_tasks import make_uea
 
 TINY = [
     "seeds=[0]",

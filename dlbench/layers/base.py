@@ -20,7 +20,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from dlbench.errors import check_choice
-from dlbench.layers.scan import BACKENDS, DEFAULT_CHUNK_SIZE
+from dlbench.layers.scan import BACKENDS
 
 SCAN_CHOICES = BACKENDS + ("auto",)
 

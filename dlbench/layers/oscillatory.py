@@ -29,7 +29,7 @@ that F_k has rank one per state (F_k = f b_k with f real):
   real (the real and imaginary parts of b are independent columns because M and f are real).
 - ``"blocked"``: the same block decomposition evaluated the other way round: inside every block the
   recurrence runs sequentially from a zero state, all blocks of all sequences at once as SIMD lanes
-  (T = ``BLOCKED_BLOCK`` loop steps instead of L); block-final states are carried across blocks by a
+  (T = ``BLOCKED_BLOCK`` = 512 loop steps instead of L); block-final states are carried across blocks by a
   2x2 scan with M^T, and row x of M^(t+1) times the carried-in state is added. Exact, real arithmetic,
   no eigen-decomposition. The fastest on CPU: at L=50k, H=P=64, float32, 29.5 ms against 66.5 ms for
   the authors' associative formulation (2.25x), measured side by side in one process.
@@ -58,8 +58,9 @@ from dlbench.registry import register_model
 # product) while the carry scan shrinks as L/T; 32 was the fastest on CPU at L=50k, H=P=64 (of 16-128).
 TOEPLITZ_BLOCK = 32
 # Steps per block of the "blocked" backend: T sequential steps over n = L/T lanes, then n carry steps.
-# 128-512 measured within noise of each other on CPU at L=50k, H=P=64; 256 balances T and L/T there.
-BLOCKED_BLOCK = 256
+# On CPU at L=50k, H=P=64 (batch folded into the lanes), two rounds gave 33.6-33.8 ms for T=512
+# against 34.3-37.4 ms for 256 and 33.8-34.1 ms for 1024.
+BLOCKED_BLOCK = 512
 # The IMEX1/IMEX2 band divides by dt^2; the authors floor it so that dt -> 0 does not divide by zero.
 DT2_FLOOR = 1e-6
 # IMEX2 needs dt G <= 1 (its band has sqrt(1 - dt G)); G is clamped to dt G <= IMEX2_MAX_DTG so the
