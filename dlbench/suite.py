@@ -247,6 +247,7 @@ def _execute(
     suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console,
     *, devices: int | None = None,
 ) -> None:
+    import jax
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dlbench.results import NullWriter, RowWriter
@@ -278,6 +279,13 @@ def _execute(
             except DlbenchError:
                 raise
             except Exception as error:  # one failing run (OOM, a layer bug) must not stop the suite
+                if jax.process_count() > 1:
+                    # The processes of one job run the same collectives in lockstep: one that skipped
+                    # ahead would leave the others waiting forever, so the whole job stops, loudly.
+                    raise DlbenchError(
+                        f"process {jax.process_index()}: {run.task} {run.model} seed {run.seed} failed: "
+                        f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:400]
+                    ) from None
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
                 writer.write({"task": run.task, "model": run.model, "seed": run.seed, "metric": "test_loss", "value": None,
                               "unit": "", "status": "error", "reason": reason})

@@ -192,7 +192,9 @@ def peak_memory() -> tuple[int, str]:
     peak resident set size of this process (CPU), which covers one cell only when each cell runs in
     its own process (``--isolate``).
     """
-    stats = jax.devices()[0].memory_stats()
+    # This process's own device: in a multi-process job jax.devices()[0] belongs to process 0 and
+    # has no statistics here.
+    stats = jax.local_devices()[0].memory_stats()
     if stats and "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "memory_stats"
     # ru_maxrss is in kilobytes on Linux.

@@ -153,7 +153,11 @@ def test_two_processes_one_cell_only_process_zero_writes(tmp_path):
         env = {**os.environ, "DLBENCH_JAX_CACHE": "off", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
                "PYTHONPATH": str(REPO)}
         procs.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=240) for p in procs]
+    try:
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:  # a hung job must not outlive the test
+            p.kill()
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert not (tmp_path / "p1" / "out").exists(), "process 1 wrote output"
@@ -162,6 +166,7 @@ def test_two_processes_one_cell_only_process_zero_writes(tmp_path):
     # One global mesh over both processes' devices: the step ran data-parallel across the two processes.
     assert set(rows.devices) == {2} and set(rows.device_count) == {2}
     assert "test_accuracy" in set(rows.metric) and rows[rows.metric == "test_accuracy"].shape[0] == 1
+    assert (rows[rows.metric == "peak_bytes"].value > 0).all() and "peak_bytes" in set(rows.metric)
     assert "dlbench run smoke" in outs[0][0] and "dlbench run smoke" not in outs[1][0]
 
 
