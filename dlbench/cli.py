@@ -282,6 +282,18 @@ def merge_command(
     console.print(f"merged {len(results)} outputs: {cells} cells -> {path}")
 
 
+def _with_valid_options(error: Exception, message: str) -> str:
+    """An unknown option's message with the command's real options (Typer suggests only near misses)."""
+    ctx = getattr(error, "ctx", None)
+    if type(error).__name__ != "NoSuchOption" or ctx is None:
+        return message
+    names = sorted({opt for param in ctx.command.params for opt in getattr(param, "opts", []) if opt.startswith("--")})
+    message = message.split(" (Possible options:")[0].split(" Did you mean")[0]
+    near = [name for name in getattr(error, "possibilities", None) or [] if name != "--help"]
+    hint = f"; did you mean {' or '.join(sorted(near))}?" if near else ""
+    return f"{message}{hint}; valid options of `{ctx.command_path}`: {', '.join(names)}"
+
+
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
@@ -298,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             # Bare `dlbench`: the message is the help text itself.
             print(message, file=sys.stderr)
         else:
-            print(f"dlbench: error: {' '.join(message.split())}", file=sys.stderr)
+            print(f"dlbench: error: {' '.join(_with_valid_options(error, message).split())}", file=sys.stderr)
         return error.exit_code
     except typer.Exit as exit_:
         code = exit_.exit_code

@@ -47,3 +47,18 @@ def test_console_script_has_no_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("dlbench: error: unknown model 'mamba2'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["models", "--model", "s5"], ["--hidden", "--state", "--blocks", "--inputs", "--classes", "--norm"]),
+        (["profile", "scan", "--lenghts", "1024"], ["did you mean --lengths?", "--models", "--backends"]),
+        (["run", "smoke", "--sed", "1"], ["--seeds", "--set", "--model", "--data-dir"]),
+    ],
+)
+def test_an_unknown_option_names_the_commands_real_options(error_line, argv, named):
+    err = error_line(argv)
+    assert "No such option" in err and "--help" not in err, err
+    for text in named:
+        assert text in err, (text, err)
