@@ -24,8 +24,26 @@ app = typer.Typer(
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import dlbench
+
+        try:
+            installed = version("dlbench")
+        except PackageNotFoundError:  # a source tree that was never installed
+            installed = dlbench.__version__
+        print(f"dlbench {installed}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Benchmark long-sequence state-space models: scan throughput, training suites, leaderboards."""
 
 
@@ -72,13 +90,16 @@ def _cluster(coordinator: str | None, num_processes: int | None, process_id: int
     return ClusterConfig(coordinator, num_processes, process_id)
 
 
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _split(text: str, option: str = "") -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if option and not items:
+        raise DlbenchError(f"{option} is empty: give a comma-separated list (or leave the option out for its default)")
+    return items
 
 
 def _ints(option: str, text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(t.replace("_", "")) for t in _split(text))
+        return tuple(int(t.replace("_", "")) for t in _split(text, option))
     except ValueError:
         raise DlbenchError(f"{option} takes comma-separated integers, got {text!r}") from None
 
@@ -87,7 +108,7 @@ def _ints(option: str, text: str) -> tuple[int, ...]:
 def profile_scan_command(
     models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = "all",
     backends: Annotated[str, typer.Option(help="associative,sequential,chunked,auto, a layer's own backend, or 'all'.")] = "auto",
-    lengths: Annotated[str, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000).")] = "",
+    lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000).")] = None,
     batch: Annotated[int, typer.Option(help="Sequences per call.")] = 1,
     hidden: Annotated[int, typer.Option(help="Hidden width H.")] = 128,
     state: Annotated[int, typer.Option(help="State size P.")] = 64,
@@ -118,9 +139,9 @@ def profile_scan_command(
     multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
     sweep = ScanSweep(
-        models=parse_model_list(models),
-        backends=ALL_BACKENDS if backends.strip() == "all" else _split(backends),
-        lengths=_ints("--lengths", lengths) if lengths else DEFAULT_LENGTHS,
+        models=parse_model_list(",".join(_split(models, "--models"))),
+        backends=ALL_BACKENDS if backends.strip() == "all" else _split(backends, "--backends"),
+        lengths=_ints("--lengths", lengths) if lengths is not None else DEFAULT_LENGTHS,
         batch=batch,
         hidden=hidden,
         state=state,
@@ -312,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"dlbench: error: {' '.join(_with_valid_options(error, message).split())}", file=sys.stderr)
         return error.exit_code
+    except MemoryError:
+        print("dlbench: error: out of memory (sizes too large for this machine)", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # Unusable paths (--out under a file, no permission, disk full): the OS's own one-line reason.
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        print(f"dlbench: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
     except typer.Exit as exit_:
         code = exit_.exit_code
     except (typer.Abort, KeyboardInterrupt):

@@ -73,6 +73,7 @@ class ScanSweep:
     def __post_init__(self):
         from dlbench.registry import model_names
 
+        self._check_types()
         for name in self.models:
             check_choice("model", name, model_names())
         for mode in self.modes:
@@ -85,16 +86,41 @@ class ScanSweep:
             raise DlbenchError("batch, hidden and state must be positive")
         if not self.backends:
             raise DlbenchError("at least one backend is needed")
+        valid = known_backends()
         for backend in self.backends:
-            check_choice("backend", backend, known_backends())
+            if backend not in valid:  # "*" is how "all" reaches here; users type "all"
+                check_choice("backend", backend, [b for b in valid if b != "*"] + ["all"])
         if self.seq_shard and self.target != "layer":
             raise DlbenchError("--seq-shard times one sequence layer (--target layer): a model's norms and head are not sequence-parallel")
         if self.devices is not None and self.devices < 1:
             raise DlbenchError(f"--devices must be >= 1, got {self.devices}")
+        if not self.timeout > 0:
+            raise DlbenchError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
+            raise DlbenchError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
         try:
             self.policy()
         except ValueError as error:
             raise DlbenchError(str(error)) from None
+
+    def _check_types(self) -> None:
+        """Every field holds its declared type (TOML and --set values arrive unchecked)."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+        def fits(value, kind: str) -> bool:
+            return isinstance(value, kinds[kind]) and (kind == "bool" or not isinstance(value, bool))
+
+        for field in dataclasses.fields(self):
+            value, declared = getattr(self, field.name), str(field.type).replace(" | None", "")
+            if value is None and "None" in str(field.type):
+                continue
+            if declared.startswith("tuple["):
+                kind = declared[len("tuple[") :].split(",")[0]
+                if not isinstance(value, tuple) or not all(fits(v, kind) for v in value):
+                    raise DlbenchError(f"{field.name} must be a list of {names[kind].split(' ', 1)[1]}s, got {list(value) if isinstance(value, tuple) else value!r}")
+            elif not fits(value, declared):
+                raise DlbenchError(f"{field.name} must be {names[declared]}, got {value!r}")
 
     def policy(self) -> TimingPolicy:
         return TimingPolicy(warmup=self.warmup, repeats=self.repeats, min_time_s=self.min_time, max_repeats=max(1000, self.repeats))
@@ -124,7 +150,10 @@ class ScanSweep:
             values["backends"] = ALL_BACKENDS
         if values.get("modes") == ("both",):
             values["modes"] = MODES
-        return cls(**values)
+        try:
+            return cls(**values)
+        except DlbenchError as error:
+            raise DlbenchError(f"{where}: {error}") from None
 
 
 # The generic backends; "all" also times each layer's own extra backends.
@@ -376,6 +405,7 @@ ROW_PREFIX = "DLBENCH-ROW "
 def _child_main(spec: str) -> int:
     """Entry of an isolated cell: rows go to stdout as JSON lines."""
     payload = json.loads(spec)
+    _limit_memory(payload.get("memory_limit_gb"))
     cell = Cell(**payload["cell"])
     policy = TimingPolicy(**payload["policy"])
 
@@ -386,22 +416,21 @@ def _child_main(spec: str) -> int:
     return 0
 
 
-def _limit_memory(gb: float | None):
+def _limit_memory(gb: float | None) -> None:
+    """Cap this process's address space (the isolated cell limits itself: a ``preexec_fn`` would fork a
+    multithreaded JAX parent, which Python documents as deadlock-prone)."""
     if not gb:
-        return None
+        return
+    import resource
 
-    def apply():
-        import resource
-
-        limit = int(gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
+    limit = int(gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def run_cell_isolated(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None], *, timeout: float, memory_limit_gb: float | None) -> str:
     """Run a cell in a child process, relaying its rows; a death or time-out becomes a row."""
-    payload = json.dumps({"cell": dataclasses.asdict(cell), "policy": dataclasses.asdict(policy), "bandwidth": bandwidth})
+    payload = json.dumps({"cell": dataclasses.asdict(cell), "policy": dataclasses.asdict(policy), "bandwidth": bandwidth,
+                          "memory_limit_gb": memory_limit_gb})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -410,7 +439,6 @@ def run_cell_isolated(cell: Cell, policy: TimingPolicy, bandwidth: float | None,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=_limit_memory(memory_limit_gb),
         start_new_session=True,
     )
     status = None

@@ -47,18 +47,23 @@ def models_table(names: Sequence[str] | None, config: ModelConfig) -> Table:
     table.add_column("options")
     table.add_column("parameters", justify="right", no_wrap=True)
     table.add_column("scan backends")
+    unbuildable = {}
     for spec in specs:
         try:
-            model = build_model(spec.name, dataclasses.replace(config, scan="auto"))
+            count = f"{count_parameters(build_model(spec.name, dataclasses.replace(config, scan='auto'))):,}"
         except DlbenchError:
             raise
-        except ValueError as error:
-            raise DlbenchError(f"cannot build {spec.name!r} with these sizes: {error}") from None
+        except ValueError as error:  # one layer's size rule (S5's even P) must not hide the others
+            unbuildable[spec.name] = str(error).splitlines()[0]
+            count = "n/a"
         options = ", ".join(f"{k}={v}" for k, v in spec.options.items()) or "-"
-        table.add_row(
-            spec.name, spec.layer.__name__, options, f"{count_parameters(model):,}", " ".join(spec.layer.scans)
-        )
-    table.caption = "\n".join(f"{spec.name}: {spec.description}" for spec in specs)
+        table.add_row(spec.name, spec.layer.__name__, options, count, " ".join(spec.layer.scans))
+    if len(unbuildable) == len(specs):
+        raise DlbenchError("no model can be built with these sizes: " + "; ".join(f"{k}: {v}" for k, v in unbuildable.items()))
+    table.caption = "\n".join(
+        f"{spec.name}: {spec.description}" + (f" (n/a here: {unbuildable[spec.name]})" if spec.name in unbuildable else "")
+        for spec in specs
+    )
     table.caption_justify = "left"
     return table
 
@@ -780,8 +785,44 @@ def compare(
                 change = 1 - row["ratio"] if higher_is_better(metric) else row["ratio"] - 1
                 row["gate_failed"] = bool(change > gate.threshold)
         out.append(row)
-    unmatched = {"only_base": len(set(base_cells) - set(new_cells)), "only_new": len(set(new_cells) - set(base_cells))}
+    # A cell that failed writes one status row (a sweep's cell_s, a run's test_loss), not its usual
+    # metrics: those metrics then exist in one run only, yet the measurement point failed there.
+    base_failed, new_failed = _failed_points(base_cells), _failed_points(new_cells)
+    only_base = sorted(set(base_cells) - set(new_cells), key=lambda k: _sort_key(base_cells[k].key))
+    only_new = sorted(set(new_cells) - set(base_cells), key=lambda k: _sort_key(new_cells[k].key))
+    explained = set()
+    for keys, cells_of, failed, prefix in ((only_base, base_cells, new_failed, "now "), (only_new, new_cells, base_failed, "was ")):
+        point_rows = [(k, failed[_point(cells_of[k])]) for k in keys if len(cells_of[k].samples) and _point(cells_of[k]) in failed]
+        # Labels as among all of that run's cells, so the row reads like its neighbours (lengths shown).
+        placed = {id(c): (title, label) for title, group in sections(cells_of.values()) for label, c in group}
+        for key, failures in point_rows:
+            cell = cells_of[key]
+            present = len(cell.samples)
+            out.append({
+                "section": placed[id(cell)][0], "cell": placed[id(cell)][1], "metric": cell.metric, "unit": cell.unit,
+                "n_base": present if prefix == "now " else 0, "n_new": present if prefix == "was " else 0,
+                "base": stat(cell.samples) if prefix == "now " else math.nan,
+                "new": stat(cell.samples) if prefix == "was " else math.nan,
+                "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "significant": False,
+                "verdict": prefix + "/".join(failures), "gate_failed": gate is not None and prefix == "now ",
+            })  # fmt: skip
+            explained.add(key)
+    unmatched = {"only_base": len(set(only_base) - explained), "only_new": len(set(only_new) - explained)}
     return pd.DataFrame(out, columns=list(COMPARE_COLUMNS)), unmatched
+
+
+def _point(cell: Cell) -> tuple[str, ...]:
+    """A cell's measurement point: its key without the metric (and the metric's source)."""
+    return tuple(v for k, v in cell.key.items() if k not in ("metric", "source"))
+
+
+def _failed_points(found: Mapping[tuple[str, ...], Cell]) -> dict[tuple[str, ...], dict[str, str]]:
+    """Measurement points with a failed status row and no successful sample of that row's metric."""
+    failed: dict[tuple[str, ...], dict[str, str]] = {}
+    for cell in found.values():
+        if cell.failures and not len(cell.samples):
+            failed.setdefault(_point(cell), {}).update(cell.failures)
+    return failed
 
 
 def compare_tables(result: pd.DataFrame, statistic: str = "median", alpha: float = 0.01) -> list[Table]:
@@ -835,7 +876,8 @@ def compare_runs(
         )
     failed = result[result["gate_failed"]]
     if len(failed):
-        named = [f"{r.section}: {r.cell} {r.metric} ({r.verdict}, x{r.ratio:.3g})" for r in failed.itertuples()]
+        named = [f"{r.section}: {r.cell} {r.metric} ({r.verdict}" + (f", x{r.ratio:.3g})" if math.isfinite(r.ratio) else ")")
+                 for r in failed.itertuples()]
         more = f"; and {len(named) - 10} more (see the table)" if len(named) > 10 else ""
         raise GateFailed(f"gate {gate} failed for {len(failed)} cell(s): {'; '.join(named[:10])}{more}")
     return result

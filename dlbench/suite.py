@@ -20,6 +20,7 @@ processes use process 0's run id.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -298,14 +299,17 @@ def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: 
     if models or seeds:
         raise DlbenchError(f"suite {suite.name!r} is a profile sweep: narrow it with --set sweep.KEY=VALUE, not --model/--seeds")
     mapping = json.loads(json.dumps(dict(suite.sweep)))
+    from dlbench.profile import ScanSweep, run_sweep_from_mapping
+
+    where = f"{suite.path or suite.name} [sweep]"
+    sweep = ScanSweep.from_mapping(mapping, where=where)  # a dry run checks the sweep too
     if dry_run:
-        console.print(f"profile suite {suite.name}: sweep " + json.dumps(mapping, sort_keys=True))
+        console.print(f"profile suite {suite.name}: sweep " + json.dumps(dataclasses.asdict(sweep), sort_keys=True))
         return None
-    from dlbench.profile import run_sweep_from_mapping
 
     out_dir = Path(out) if out is not None else _out_dir(suite, None, resume)[0]
     console.print(f"dlbench run {suite.name} (profile sweep) -> {out_dir}")
-    run_sweep_from_mapping(mapping, out_dir=out_dir, resume=resume)
+    run_sweep_from_mapping(mapping, out_dir=out_dir, resume=resume, where=where)
     return out_dir
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -197,8 +198,18 @@ def peak_memory() -> tuple[int, str]:
     stats = jax.local_devices()[0].memory_stats()
     if stats and "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "memory_stats"
-    # ru_maxrss is in kilobytes on Linux.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "rss"
+    # VmHWM belongs to this address space; ru_maxrss survives exec, so an isolated cell would report
+    # the (JAX-loaded) parent's resident size at the time it was spawned.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "rss"
+    except OSError:
+        pass
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "rss"
 
 
 def compilation_cache_state() -> str:

@@ -118,3 +118,31 @@ def test_bootstrap_ci_brackets_ratio():
     base = np.array([1.0, 1.01, 0.99, 1.02, 0.98])
     low, high = report.bootstrap_ratio_ci(base, 1.5 * base)
     assert low <= 1.5 <= high and high - low < 0.1
+
+
+def test_a_cell_that_now_fails_the_way_a_sweep_records_it_fails_the_gate(tmp_path, capsys):
+    # A real sweep records a failed cell as one cell_s row with the status, no wall_s rows at all.
+    def sweep(path, timed_out=()):
+        w = RowWriter(path, defaults={"run_id": "p", "task": "scan", "target": "layer", "batch": 1, "hidden": 16,
+                                      "state": 8, "mode": "fwd", "dtype": "float32", "model": "s5", "backend": "auto"})  # fmt: skip
+        for length in (512, 1024):
+            if length in timed_out:
+                w.write({"seq_len": length, "metric": "cell_s", "value": 9.0, "unit": "s", "status": "timeout",
+                         "reason": "cell exceeded --timeout"})  # fmt: skip
+                continue
+            for i in range(5):
+                w.write({"seq_len": length, "metric": "wall_s", "value": 1e-3 * length * (1 + 0.01 * i), "unit": "s", "index": i})
+            w.write({"seq_len": length, "metric": "cell_s", "value": 2.0, "unit": "s"})
+        return path
+
+    base, new = sweep(tmp_path / "base.csv"), sweep(tmp_path / "new.csv", timed_out=(1024,))
+    assert main(["compare", str(base), str(new), "--fail-if", "median:5%"]) == 1
+    err = capsys.readouterr().err
+    assert "s5 L=1024 wall_s (now timeout" in err and "L=512" not in err, err
+    # Without a gate it is reported, not fatal; the other direction (it used to fail) never fails.
+    assert main(["compare", str(base), str(new)]) == 0
+    out = capsys.readouterr().out  # the table may wrap the verdict over two lines
+    assert "now" in out and "timeout" in out
+    assert main(["compare", str(new), str(base), "--fail-if", "median:5%"]) == 0
+    out = capsys.readouterr().out
+    assert "was" in out and "timeout" in out

@@ -170,3 +170,30 @@ def test_bundled_sets():
     assert jv.train.mask.sum(1).min() < 29
     cov = load_task(TaskConfig(dataset="covid3month"), 0, None)
     assert cov.head == "regression" and cov.output_step == 84 and cov.train.y.shape[1:] == (1, 1)
+
+
+
+def corrupt_ts(root):
+    make_uea(root, "EigenWorms", 6, 4, 0)
+    path = root / "EigenWorms" / "EigenWorms_TRAIN.ts"
+    path.write_text(path.read_text().replace(",", ",oops", 1))
+    return "eigenworms", path
+
+
+def corrupt_ppg(root):
+    path = root / "PPG_FieldStudy" / "S1" / "S1.pkl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a pickle")
+    return "ppg", path
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_ts, corrupt_ppg])
+def test_a_corrupt_user_file_is_a_one_line_error_naming_it(tmp_path, monkeypatch, corrupt):
+    from dlbench.errors import DlbenchError
+
+    monkeypatch.setenv("DLBENCH_CACHE", str(tmp_path / "cache"))
+    dataset, path = corrupt(tmp_path)
+    with pytest.raises(DlbenchError) as info:
+        load_task(TaskConfig(dataset=dataset), 0, tmp_path)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and str(path) in message and "could not read" in message, message

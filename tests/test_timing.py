@@ -126,3 +126,24 @@ def test_policy_rejects_nonsense():
 )
 def test_failures_are_classified(error, status):
     assert classify_failure(error)[0] == status
+
+
+def test_a_child_process_reports_its_own_peak_memory_not_its_parents():
+    # ru_maxrss survives exec, so a cell process would inherit the parent's resident size; the
+    # isolated cells' peak_bytes rows must be their own.
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from dlbench.timing import peak_memory
+
+    ballast = np.ones(1_500_000_000 // 8)  # touched: 1.5 GB resident in this process
+    parent_peak, _ = peak_memory()
+    child = subprocess.run(
+        [sys.executable, "-c", "from dlbench.timing import peak_memory; print(peak_memory()[0])"],
+        capture_output=True, text=True, check=True,
+    )
+    del ballast
+    assert parent_peak > 1_500_000_000
+    assert int(child.stdout) < 1_000_000_000, (int(child.stdout), parent_peak)

@@ -143,7 +143,22 @@ def check_data(config: TaskConfig, data_dir: Path) -> None:
 
 def load_task(config: TaskConfig, seed: int, data_dir: Path) -> TaskData:
     """The task's splits for ``seed`` (seeded splits differ per seed; file parsing is cached)."""
-    data = get_task(config.dataset).load(config, seed, data_dir)
+    spec = get_task(config.dataset)
+    try:
+        data = spec.load(config, seed, data_dir)
+    except DlbenchError:
+        raise
+    except Exception as error:
+        if spec.locate is None:  # generated or bundled data: a failure here is a bug, keep its traceback
+            raise
+        # The user's own files: a truncated download or a foreign file is bad input, not a crash.
+        files = spec.locate(config, data_dir)
+        shown = ", ".join(str(f) for f in (files if isinstance(files, (list, tuple)) else [files])[:3])
+        detail = str(error).splitlines()[0] if str(error) else ""
+        raise DlbenchError(
+            f"could not read dataset {config.dataset!r} from {shown}: {type(error).__name__}: {detail}"[:500]
+            + " (expected the archive's original, unmodified files)"
+        ) from None
     if config.time_channel:
         data = with_time_channel(data)
     return data
