@@ -1022,6 +1022,9 @@ def _save(figure, path: str | Path | None) -> None:
         figure.savefig(path, dpi=110)
 
 
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
 def _line_plot(
     frame: pd.DataFrame,
     y: str,
@@ -1053,13 +1056,16 @@ def _line_plot(
     colour_of = _colours(frame["_colour"])
     colours = dict(zip(frame["_line"], (colour_of[c] for c in frame["_colour"]), strict=True))
     styles = dict(zip(frame["_line"], (SOURCE_LINESTYLES.get(k.get("source", ""), "-") for k in records), strict=True))
+    # Models with near-equal throughput draw on top of each other: distinct hollow markers keep each visible.
+    marker_of = {c: LINE_MARKERS[i % len(LINE_MARKERS)] for i, c in enumerate(sorted(colour_of))}
+    markers = dict(zip(frame["_line"], (marker_of[c] for c in frame["_colour"]), strict=True))
     for ax, mode in zip(axes, modes, strict=True):
         part = frame[frame["mode"] == mode]
         for line, points in part.groupby("_line", sort=True):
             points = points.sort_values("seq_len")
             good = points[np.isfinite(points[y].astype(float))]
-            ax.plot(good["seq_len"].astype(float), good[y].astype(float) * yscale, marker="o", ms=4,
-                    color=colours[line], linestyle=styles[line], label=line)  # fmt: skip
+            ax.plot(good["seq_len"].astype(float), good[y].astype(float) * yscale, marker=markers[line], ms=7, mfc="none",
+                    mew=1.5, color=colours[line], linestyle=styles[line], label=line)  # fmt: skip
             for status, marker in FAILURE_MARKERS.items():
                 bad = points[(points["status"] == status) & ~np.isfinite(points[y].astype(float))]
                 if len(bad):

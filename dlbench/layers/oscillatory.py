@@ -31,8 +31,9 @@ that F_k has rank one per state (F_k = f b_k with f real):
   recurrence runs sequentially from a zero state, all blocks of all sequences at once as SIMD lanes
   (T = ``BLOCKED_BLOCK`` = 512 loop steps instead of L); block-final states are carried across blocks by a
   2x2 scan with M^T, and row x of M^(t+1) times the carried-in state is added. Exact, real arithmetic,
-  no eigen-decomposition. The fastest on CPU: at L=50k, H=P=64, float32, 32.7 ms against 76.6 ms for
-  the authors' associative formulation (2.34x), measured side by side in one ``profile scan`` sweep.
+  no eigen-decomposition. The fastest on CPU: at L=50k, H=P=64, float32, 30.9 ms against 69.7 ms for
+  the authors' associative formulation (2.26x), measured side by side in one ``profile scan`` sweep
+  (results/cpu-dlinoss-backends).
 """
 
 from __future__ import annotations
