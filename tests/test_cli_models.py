@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,39 @@ def test_an_unknown_option_names_the_commands_real_options(error_line, argv, nam
     assert "No such option" in err and "--help" not in err, err
     for text in named:
         assert text in err, (text, err)
+
+
+def test_models_marks_a_model_it_cannot_build_and_lists_the_rest(capsys):
+    assert main(["models", "--state", "7", "--hidden", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "divisible by 2" in " ".join(out.split())
+    for name in model_names():
+        assert name in out
+
+
+def test_version_prints_and_exits_zero(capsys):
+    import dlbench
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"dlbench {dlbench.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["profile", "scan", "--models", ""], "--models is empty"),
+        (["profile", "scan", "--timeout", "0"], "timeout must be > 0"),
+        (["run", "scan", "--set", "sweep.batch=1.5", "--dry-run"], "batch must be an integer, got 1.5"),
+        (["run", "scan", "--set", "sweep.lenghts=[64]", "--dry-run"], "did you mean 'lengths'"),
+    ],
+)
+def test_bad_sweep_values_are_one_line_errors_even_on_a_dry_run(error_line, argv, fragment):
+    assert fragment in error_line(argv)
+
+
+def test_an_unusable_output_path_is_one_line(error_line, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    committed = Path(__file__).resolve().parents[1] / "results" / "cpu-smoke"
+    err = error_line(["export", "leaderboard", str(committed), "--out", str(blocker / "x.csv")])
+    assert str(blocker) in err
