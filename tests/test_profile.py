@@ -107,7 +107,10 @@ def test_ctrl_c_keeps_every_finished_row(tmp_path):
     import sys
     import time
 
-    command = [sys.executable, "-c", "from dlbench.cli import run; run()", "profile", "scan", "--models", "attention",
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: restore the terminal's default, where Ctrl-C comes from.
+    entry = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from dlbench.cli import run; run()"
+    command = [sys.executable, "-c", entry, "profile", "scan", "--models", "attention",
                "--lengths", "16,32,64,128,256,512", "--hidden", "8", "--state", "8", "--mode", "fwd", "--repeats", "2",
                "--min-time", "0.5", "--out", str(tmp_path)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
