@@ -189,6 +189,8 @@ def run_suite(
         distributed.initialize(cluster or distributed.ClusterConfig())
         if not distributed.is_writer():
             console = Console(quiet=True)
+        if devices is not None:
+            distributed.resolve_devices(devices)  # more devices than exist: refuse before writing anything
     all_runs = expand(suite, models, seeds)
     runs = select_shard(all_runs, shard)
     if dry_run:

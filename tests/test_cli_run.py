@@ -82,3 +82,9 @@ def test_layer_options_and_scan_are_checked_before_anything_runs(error_line, tmp
     assert not out.exists()
     err = error_line(["run", "smoke", "--model", "s5", "--set", 'model.scan="nosuch"', "--dry-run"])
     assert "unknown scan backend for s5 'nosuch'" in err
+
+
+def test_too_many_devices_is_refused_before_anything_is_written(error_line, tmp_path):
+    out = tmp_path / "out"
+    err = error_line(["run", "smoke", "--model", "s5", "--seeds", "0", "--devices", "64", "--out", str(out)])
+    assert "--devices 64" in err and not out.exists(), err
