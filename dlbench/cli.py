@@ -139,7 +139,7 @@ def profile_scan_command(
     multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
     sweep = ScanSweep(
-        models=parse_model_list(",".join(_split(models, "--models"))),
+        models=parse_model_list(models),
         backends=ALL_BACKENDS if backends.strip() == "all" else _split(backends, "--backends"),
         lengths=_ints("--lengths", lengths) if lengths is not None else DEFAULT_LENGTHS,
         batch=batch,

@@ -61,19 +61,26 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 
 
 def _fail(where: str, key: str, message: str) -> typing.NoReturn:
-    raise ConfigError(f"{where}: {key}: {message}")
+    raise ConfigError(f"{where}: {key}: {message}" if where else f"{key}: {message}")
 
 
-def _check_types(obj: Any, where: str) -> None:
+def check_types(obj: Any, where: str) -> None:
     """Coerce ints to floats where a float is declared and reject values of the wrong type.
 
     TOML already gives typed values; this catches ``--set train.steps=abc`` and ``lr = "1e-3"``.
+    Works on any dataclass (suite settings, ``profile`` sweeps); ``X | None`` fields accept None.
     """
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         hint = hints[f.name]
         origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if value is None and len(args) < len(typing.get_args(hint)):
+                continue
+            hint = args[0]
+            origin = typing.get_origin(hint)
         ok = True
         if hint is float:
             if isinstance(value, int) and not isinstance(value, bool):
@@ -129,7 +136,7 @@ class ModelSettings:
     layer_options: dict = _help("Extra keyword arguments for the layer constructor.", factory=dict)
 
     def validate(self, where: str) -> ModelSettings:
-        _check_types(self, where)
+        check_types(self, where)
         for key in ("hidden_dim", "state_dim", "num_blocks"):
             if getattr(self, key) < 1:
                 _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
@@ -157,7 +164,7 @@ class TrainConfig:
     patience: int = _help("Stop after this many evaluations without validation improvement; 0 never stops.", 0)
 
     def validate(self, where: str) -> TrainConfig:
-        _check_types(self, where)
+        check_types(self, where)
         _choice(where, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(where, "schedule", self.schedule, SCHEDULES)
         for key in ("steps", "batch_size", "eval_batch_size", "eval_every"):
@@ -187,7 +194,7 @@ class TaskConfig:
     data_seed: int = _help("Synthetic tasks: seed of the generated data (fixed across run seeds).", 0)
 
     def validate(self, where: str) -> TaskConfig:
-        _check_types(self, where)
+        check_types(self, where)
         if not 0.0 < self.val_fraction < 1.0:
             _fail(where, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         for key in ("num_sequences", "seq_len"):
@@ -251,7 +258,7 @@ class SuiteConfig:
 
     def __post_init__(self):
         where = self.path or self.name
-        _check_types(self, where)
+        check_types(self, where)
         _choice(where, "kind", self.kind, SUITE_KINDS)
         if self.kind == "profile":
             if not self.sweep:
@@ -457,7 +464,7 @@ def apply_sets(raw: dict[str, Any], sets: tuple[str, ...] | list[str]) -> tuple[
                 _unknown(f"--set {text!r}", ".".join(parts), tuple(f"{parts[0]}.{v}" for v in valid))
             # Type-check the value alone now; cross-field checks run per resolved run.
             default = ModelSettings() if parts[0] == "model" else TrainConfig()
-            _check_types(dataclasses.replace(default, **{parts[1]: value}), f"--set {text!r}")
+            check_types(dataclasses.replace(default, **{parts[1]: value}), f"--set {text!r}")
             forced[parts[1]] = value
             continue
         if parts[0] not in TOP_KEYS:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from dlbench.config import check_types
 from dlbench.errors import DlbenchError, check_choice
 from dlbench.results import ROWS_FILE
 from dlbench.timing import TimingPolicy
@@ -73,7 +74,7 @@ class ScanSweep:
     def __post_init__(self):
         from dlbench.registry import model_names
 
-        self._check_types()
+        check_types(self, "")  # TOML and --set values arrive unchecked
         for name in self.models:
             check_choice("model", name, model_names())
         for mode in self.modes:
@@ -102,25 +103,6 @@ class ScanSweep:
             self.policy()
         except ValueError as error:
             raise DlbenchError(str(error)) from None
-
-    def _check_types(self) -> None:
-        """Every field holds its declared type (TOML and --set values arrive unchecked)."""
-        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
-        names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-        def fits(value, kind: str) -> bool:
-            return isinstance(value, kinds[kind]) and (kind == "bool" or not isinstance(value, bool))
-
-        for field in dataclasses.fields(self):
-            value, declared = getattr(self, field.name), str(field.type).replace(" | None", "")
-            if value is None and "None" in str(field.type):
-                continue
-            if declared.startswith("tuple["):
-                kind = declared[len("tuple[") :].split(",")[0]
-                if not isinstance(value, tuple) or not all(fits(v, kind) for v in value):
-                    raise DlbenchError(f"{field.name} must be a list of {names[kind].split(' ', 1)[1]}s, got {list(value) if isinstance(value, tuple) else value!r}")
-            elif not fits(value, declared):
-                raise DlbenchError(f"{field.name} must be {names[declared]}, got {value!r}")
 
     def policy(self) -> TimingPolicy:
         return TimingPolicy(warmup=self.warmup, repeats=self.repeats, min_time_s=self.min_time, max_repeats=max(1000, self.repeats))

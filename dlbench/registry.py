@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from dlbench.errors import UnknownChoiceError, check_choice
+from dlbench.errors import DlbenchError, UnknownChoiceError, check_choice
 
 _MODELS: dict[str, ModelSpec] = {}
 
@@ -84,6 +84,8 @@ def parse_model_list(text: str) -> tuple[str, ...]:
     if text.strip() == "all":
         return model_names()
     names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:  # an empty list must not silently mean "every model"
+        raise DlbenchError(f"no model given; valid choices: all, {', '.join(model_names())}")
     for n in names:
         get_model(n)
     return names

@@ -745,6 +745,8 @@ def compare(
     if metrics:
         base, new = base[base["metric"].isin(metrics)], new[new["metric"].isin(metrics)]
     base_cells, new_cells = cells(base), cells(new)
+    _add_failed_counterparts(base_cells, new_cells)
+    _add_failed_counterparts(new_cells, base_cells)
     shared = sorted(set(base_cells) & set(new_cells))
     if not shared:
         raise DlbenchError("no cells in common between BASE and NEW (different suites, models or sizes?)")
@@ -785,29 +787,7 @@ def compare(
                 change = 1 - row["ratio"] if higher_is_better(metric) else row["ratio"] - 1
                 row["gate_failed"] = bool(change > gate.threshold)
         out.append(row)
-    # A cell that failed writes one status row (a sweep's cell_s, a run's test_loss), not its usual
-    # metrics: those metrics then exist in one run only, yet the measurement point failed there.
-    base_failed, new_failed = _failed_points(base_cells), _failed_points(new_cells)
-    only_base = sorted(set(base_cells) - set(new_cells), key=lambda k: _sort_key(base_cells[k].key))
-    only_new = sorted(set(new_cells) - set(base_cells), key=lambda k: _sort_key(new_cells[k].key))
-    explained = set()
-    for keys, cells_of, failed, prefix in ((only_base, base_cells, new_failed, "now "), (only_new, new_cells, base_failed, "was ")):
-        point_rows = [(k, failed[_point(cells_of[k])]) for k in keys if len(cells_of[k].samples) and _point(cells_of[k]) in failed]
-        # Labels as among all of that run's cells, so the row reads like its neighbours (lengths shown).
-        placed = {id(c): (title, label) for title, group in sections(cells_of.values()) for label, c in group}
-        for key, failures in point_rows:
-            cell = cells_of[key]
-            present = len(cell.samples)
-            out.append({
-                "section": placed[id(cell)][0], "cell": placed[id(cell)][1], "metric": cell.metric, "unit": cell.unit,
-                "n_base": present if prefix == "now " else 0, "n_new": present if prefix == "was " else 0,
-                "base": stat(cell.samples) if prefix == "now " else math.nan,
-                "new": stat(cell.samples) if prefix == "was " else math.nan,
-                "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "significant": False,
-                "verdict": prefix + "/".join(failures), "gate_failed": gate is not None and prefix == "now ",
-            })  # fmt: skip
-            explained.add(key)
-    unmatched = {"only_base": len(set(only_base) - explained), "only_new": len(set(only_new) - explained)}
+    unmatched = {"only_base": len(set(base_cells) - set(new_cells)), "only_new": len(set(new_cells) - set(base_cells))}
     return pd.DataFrame(out, columns=list(COMPARE_COLUMNS)), unmatched
 
 
@@ -816,13 +796,20 @@ def _point(cell: Cell) -> tuple[str, ...]:
     return tuple(v for k, v in cell.key.items() if k not in ("metric", "source"))
 
 
-def _failed_points(found: Mapping[tuple[str, ...], Cell]) -> dict[tuple[str, ...], dict[str, str]]:
-    """Measurement points with a failed status row and no successful sample of that row's metric."""
+def _add_failed_counterparts(measured: dict[tuple[str, ...], Cell], other: dict[tuple[str, ...], Cell]) -> None:
+    """Give ``other`` a failed cell for each cell of ``measured`` whose measurement point failed there.
+
+    A failed point writes one status row (a sweep's ``cell_s``, a run's ``test_loss``), not the
+    metrics it measures when it works; without this, those metrics would look merely unmatched
+    instead of "now oom" / "was timeout".
+    """
     failed: dict[tuple[str, ...], dict[str, str]] = {}
-    for cell in found.values():
+    for cell in other.values():
         if cell.failures and not len(cell.samples):
             failed.setdefault(_point(cell), {}).update(cell.failures)
-    return failed
+    for key, cell in measured.items():
+        if key not in other and _point(cell) in failed:
+            other[key] = Cell(cell.key, np.array([]), failed[_point(cell)], unit=cell.unit)
 
 
 def compare_tables(result: pd.DataFrame, statistic: str = "median", alpha: float = 0.01) -> list[Table]:
