@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from gradcheck import directional_derivatives
 
 from dlbench.errors import UnknownChoiceError
 from dlbench.layers.base import SSMParam
@@ -30,7 +31,6 @@ F64_TOL = 1e-9
 # a log2(L)-deep tree of products exp(delta A) and sums), so they agree to a few float32 ulps times
 # log2(L) of the output scale, not exactly. 1e-5 of the largest |output| at L = 1031 leaves ~10x margin.
 F32_AGREE_RTOL = 1e-5
-FD_EPS = 1e-6  # central differences in float64: truncation ~eps^2, round-off ~1e-16/eps of the scale
 FD_RTOL = 1e-6
 
 
@@ -202,12 +202,12 @@ def test_selective_scan_gradients(x64, backend, length):
         return jnp.sum(selective_scan(**dict(zip(names, xs, strict=True)), **opts, scan=backend, chunk_size=CHUNK) * W)
 
     grads = jax.jit(jax.grad(loss, argnums=tuple(range(len(names)))))(*(jnp.asarray(args[n]) for n in names))
-    for _ in range(3):
-        v = {n: rng.normal(size=args[n].shape) for n in names}
-        plus = ref_selective_scan(**{n: args[n] + FD_EPS * v[n] for n in names}, **opts)
-        minus = ref_selective_scan(**{n: args[n] - FD_EPS * v[n] for n in names}, **opts)
-        fd = np.sum((plus - minus) * W) / (2 * FD_EPS)
-        ad = sum(np.sum(np.asarray(g) * v[n]) for n, g in zip(names, grads, strict=True))
+    gradient = dict(zip(names, grads, strict=True))
+
+    def np_loss(at):
+        return np.sum(ref_selective_scan(**at, **opts) * W)
+
+    for ad, fd in directional_derivatives(np_loss, dict(args), gradient, rng, directions=3):
         np.testing.assert_allclose(ad, fd, rtol=FD_RTOL)
 
 
@@ -356,18 +356,14 @@ def test_layer_gradients(x64, cls, backend, length):
         return jnp.sum(nnx.merge(graphdef, state)(u) * W)
 
     g_state, g_u = jax.jit(jax.grad(loss, argnums=(0, 1)))(state, jnp.asarray(u))
-    p = pure(layer)
-    g_p = jax.tree.map(np.asarray, nnx.to_pure_dict(g_state))
     ref = REFS[cls]
-    for _ in range(2):
-        v_p = jax.tree.map(lambda x: rng.normal(size=x.shape), p)
-        v_u = rng.normal(size=u.shape)
-        shift = lambda s, v_p=v_p: jax.tree.map(lambda x, d: x + s * d, p, v_p)  # noqa: E731
-        fd = np.sum((ref(shift(FD_EPS), u + FD_EPS * v_u, RANK) - ref(shift(-FD_EPS), u - FD_EPS * v_u, RANK)) * W)
-        fd /= 2 * FD_EPS
-        ad = np.sum(np.asarray(g_u) * v_u) + sum(
-            np.sum(g * v) for g, v in zip(jax.tree.leaves(g_p), jax.tree.leaves(v_p), strict=True)
-        )
+    point = {"params": pure(layer), "u": u}
+    gradient = {"params": nnx.to_pure_dict(g_state), "u": g_u}
+
+    def np_loss(at):
+        return np.sum(ref(at["params"], at["u"], RANK) * W)
+
+    for ad, fd in directional_derivatives(np_loss, point, gradient, rng):
         np.testing.assert_allclose(ad, fd, rtol=FD_RTOL)
 
 

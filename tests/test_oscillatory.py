@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from gradcheck import directional_derivatives
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,6 @@ F64_RTOL = 1e-9
 # float32 backends vs each other: ring init puts A up to ~1/dt^2 ~ 100, and MODELS.md measures float32
 # D-LinOSS within ~5e-3 (relative to the output scale) of float64 at L ~ 250; backends differ by less.
 F32_BACKEND_TOL = 5e-3
-FD_EPS = 1e-6
 GRAD_LONG_SCANS = ("sequential", "chunked-toeplitz", "blocked")
 
 # (layer class, discretization, extra constructor options). theta_min > 0 and r_max < 1 keep the
@@ -185,19 +185,14 @@ def test_matches_reference_values_and_gradients(x64, variant, scan, length):
 
     # Directional derivatives of the NumPy loss by central differences, against the JAX gradient.
     names = [n for n in PARAM_NAMES if hasattr(layer, n)]
-    grads = {n: np.asarray(getattr(g_state, n)[...]) for n in names}
-    rng = np.random.default_rng(7)
+    point = {"params": {n: prm[n] for n in names}, "u": u}
+    gradient = {"params": {n: getattr(g_state, n)[...] for n in names}, "u": g_u}
+
+    def np_loss(at):
+        return np.sum(np_forward(variant, {**prm, **at["params"]}, at["u"]) * W)
+
     scale = np.abs(y_ref * W).sum()
-    for _ in range(2):
-        direction = {n: rng.standard_normal(prm[n].shape) for n in names}
-        du = rng.standard_normal(u.shape)
-        predicted = sum(np.sum(grads[n] * direction[n]) for n in names) + np.sum(np.asarray(g_u) * du)
-
-        def np_loss(t, direction=direction, du=du):
-            shifted = {**prm, **{n: prm[n] + t * direction[n] for n in names}}
-            return np.sum(np_forward(variant, shifted, u + t * du) * W)
-
-        fd = (np_loss(FD_EPS) - np_loss(-FD_EPS)) / (2 * FD_EPS)
+    for predicted, fd in directional_derivatives(np_loss, point, gradient, np.random.default_rng(7)):
         assert abs(predicted - fd) <= 1e-5 * abs(fd) + 1e-8 * scale, (predicted, fd)
 
 
