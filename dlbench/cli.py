@@ -134,7 +134,7 @@ def profile_scan_command(
     from dlbench import distributed
     from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, MODES, ScanSweep, run_sweep
     from dlbench.registry import parse_model_list
-    from dlbench.results import new_run_id
+    from dlbench.rundir import new_run_id
 
     multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
@@ -169,7 +169,7 @@ def profile_bandwidth_command(
     from pathlib import Path
 
     from dlbench.profile import ROWS_FILE, measure_bandwidth
-    from dlbench.results import RowWriter, new_run_id
+    from dlbench.rundir import RowWriter, new_run_id
 
     if megabytes < 1:
         raise DlbenchError(f"--megabytes must be at least 1, got {megabytes}")
@@ -240,7 +240,7 @@ def export_leaderboard_command(
     from pathlib import Path
 
     from dlbench.report import export_leaderboard
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     fmt = format or _EXPORT_SUFFIXES.get(Path(out).suffix.lower() if out else "", "md")
     text = export_leaderboard(read_rows(results), fmt, metric=metric, kind=kind)

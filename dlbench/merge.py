@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlbench.errors import DlbenchError
-from dlbench.results import ROWS_FILE
+from dlbench.rundir import ROWS_FILE
 
 # Columns every row of the merged run must share: the code, its git state and JAX.
 MUST_AGREE = ("suite", "dlbench_version", "jax_version", "jaxlib_version", "git_commit")
@@ -34,7 +34,7 @@ def _rows_file(path: Path) -> Path:
 
 def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, partial: bool = False) -> tuple[Path, int]:
     """Merge shard outputs ``inputs`` into ``out``; returns (merged rows.csv, number of cells)."""
-    from dlbench.results import COLUMNS, new_run_id
+    from dlbench.rundir import COLUMNS, new_run_id
 
     if not inputs:
         raise DlbenchError("merge: no inputs")

@@ -31,7 +31,7 @@ from typing import Any
 
 from dlbench.config import check_types
 from dlbench.errors import DlbenchError, check_choice
-from dlbench.results import ROWS_FILE
+from dlbench.rundir import ROWS_FILE
 from dlbench.timing import TimingPolicy
 
 MODES = ("fwd", "fwdbwd")
@@ -515,7 +515,7 @@ def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]
     """Cells already measured in a rows file, and per series the first stopping failure (length, status)."""
     import pandas as pd
 
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     if not path.exists() or path.stat().st_size == 0:
         return set(), {}
@@ -539,7 +539,7 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
     """Run a sweep into ``out_dir/rows.csv`` (and ``throughput.png``); returns the rows path."""
     from rich.console import Console
 
-    from dlbench.results import RowWriter, new_run_id
+    from dlbench.rundir import RowWriter, new_run_id
 
     console = console or Console()
     out = Path(out_dir)
@@ -599,7 +599,7 @@ def _sweep_cells(todo, sweep: ScanSweep, policy, bandwidth, stops, writer, displ
 def write_plot(rows_path: Path, png: Path, console) -> None:
     """The throughput plot beside the rows; a sweep with nothing to draw says so instead of failing."""
     from dlbench.report import plot_throughput
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     try:
         plot_throughput(read_rows([rows_path]), png)
@@ -612,7 +612,7 @@ def write_plot(rows_path: Path, png: Path, console) -> None:
 def _existing_run_id(path: Path) -> str | None:
     if not path.exists() or path.stat().st_size == 0:
         return None
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     ids = read_rows([path])["run_id"].dropna()
     return str(ids.iloc[0]) if len(ids) else None

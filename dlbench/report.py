@@ -1,6 +1,6 @@
 """Console tables, leaderboards, comparisons and plots, all derived from result rows.
 
-Nothing here writes raw rows: everything is computed from what :func:`dlbench.results.read_rows`
+Nothing here writes raw rows: everything is computed from what :func:`dlbench.rundir.read_rows`
 returns, so a leaderboard or a plot can always be regenerated from the append-only run files.
 
 Derived quantities (documented in ``results/README.md``):
@@ -847,7 +847,7 @@ def compare_runs(
     console: Console | None = None,
 ) -> pd.DataFrame:
     """Read, compare and print two runs; raise :class:`GateFailed` (exit 1) naming the failing cells."""
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     if not 0 < alpha < 1:
         raise DlbenchError(f"--alpha must be in (0, 1), got {alpha}")
@@ -955,7 +955,7 @@ def show_tables(rows: pd.DataFrame) -> tuple[list[Table], list[str]]:
 
 def show(paths: Sequence[str | Path], console: Console | None = None) -> None:
     """Print a hyperfine-like summary of result files: provenance, per-cell statistics, warnings."""
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     rows = read_rows(paths)
     console = console or Console()
@@ -1168,7 +1168,7 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 def plot_results(paths: Sequence[str | Path], kind: str = "auto", out: str | Path | None = None) -> Path:
     """Read rows and draw one plot of ``kind`` (``auto``: throughput for profile rows, else training)
     to ``out`` (default: ``KIND.png`` beside the results). Returns the PNG's path."""
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     check_choice("plot kind", kind, PLOT_KINDS)
     if out is not None:

@@ -33,7 +33,7 @@ from rich.table import Table
 from dlbench import distributed
 from dlbench.config import ConfigError, RunSpec, SuiteConfig, load_suite, read_toml, suite_from_mapping, suite_paths
 from dlbench.errors import DlbenchError
-from dlbench.results import ROWS_FILE
+from dlbench.rundir import ROWS_FILE
 from dlbench.tasks import check_data, resolve_data_dir
 
 ROWS = ROWS_FILE
@@ -129,7 +129,7 @@ def trim_unfinished(path: Path) -> int:
 
 
 def _out_dir(suite: SuiteConfig, out: str | os.PathLike | None, resume: bool) -> tuple[Path, str]:
-    from dlbench.results import new_run_id
+    from dlbench.rundir import new_run_id
 
     if out is not None:
         out = Path(out)
@@ -253,7 +253,7 @@ def _execute(
     import jax
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dlbench.results import NullWriter, RowWriter
+    from dlbench.rundir import NullWriter, RowWriter
     from dlbench.tasks import load_task
     from dlbench.train import train_run
 

@@ -10,7 +10,7 @@ validation improvement, the test metric read with the best-validation parameters
 (dropout on, BatchNorm batch statistics updated) only in the train step; evaluation runs in eval mode
 (dropout off, BatchNorm running statistics).
 
-Rows (tidy schema of :mod:`dlbench.results`, written as they are made, ``index`` = step):
+Rows (tidy schema of :mod:`dlbench.rundir`, written as they are made, ``index`` = step):
   param_count, compile_s (lower + compile of the train step, apart from every step time),
   per evaluation: train_loss (mean over the window), step_time_s (median over the window; throughput
   = batch * seq_len / step_time_s is derived, not stored), val_loss, and val_accuracy (classification)
@@ -47,12 +47,10 @@ from dlbench import distributed
 from dlbench.config import RunSpec, TrainConfig
 from dlbench.layers.base import SSMParam
 from dlbench.models import ModelConfig, SequenceModel, build_model, count_parameters
-from dlbench.results import RowWriter
+from dlbench.rundir import FINAL_METRICS, RowWriter
 from dlbench.tasks import Split, TaskData
 from dlbench.timing import peak_memory
 
-# A run is finished (and --resume skips it) once one of these rows exists for its cell.
-FINAL_METRICS = ("test_accuracy", "test_rmse")
 
 
 @dataclasses.dataclass(frozen=True)
