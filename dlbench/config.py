@@ -8,7 +8,7 @@ A training suite file looks like this (every key optional except what the task n
     include = ["all"]                   # models to run: "all" or registered names
     seeds = [0, 1]
 
-    [model]                             # ModelSettings shared by every run
+    [model]                             # ModelConfig fields shared by every run
     hidden_dim = 16
     [train]                             # TrainConfig shared by every run
     steps = 300
@@ -32,7 +32,7 @@ second before anything heavy is imported.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
 import re
 import tomllib
 import types
@@ -41,12 +41,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dlbench.errors import DlbenchError
+from dlbench.errors import DlbenchError, did_you_mean
 
 SUITE_KINDS = ("train", "profile")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
-NORMS = ("batch", "layer")
+NORMS = ("batch", "layer", "batch-ema", "batch-debiased")
 OUTPUT_ACTIVATIONS = ("tanh", "identity")
 
 
@@ -120,30 +120,71 @@ def _type_name(hint: Any) -> str:
 
 def _choice(where: str, key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        _fail(where, key, f"unknown value {value!r}; valid: {', '.join(choices)}")
+        _fail(where, key, f"unknown value {value!r}{did_you_mean(value, choices)}; valid: {', '.join(choices)}")
+
+
+# Bounds every suite value is checked against before anything runs (README "Inputs"): far beyond any
+# sane experiment, tight enough that a typo (steps=1e20, seed 1e23, lr=inf) is refused, not run.
+MAX_STEPS = 10_000_000
+MAX_SIZE = 1 << 20  # batch sizes, sequence counts
+MAX_WIDTH = 1 << 16  # hidden and state sizes
+MAX_BLOCKS = 1024
+MAX_SEQ_LEN = 1 << 24
+MAX_SEED = 2**31 - 1  # seeds are int32 PRNG seeds
+MAX_LR = 10.0
+MAX_VAL_FRACTION = 0.5
+HEADS = ("classification", "regression")
+# Cross-field names that the backbone takes from the task, never from a suite's [model] table.
+TASK_DERIVED = ("num_inputs", "num_outputs", "head", "output_step", "output_activation")
+
+
+def check_int(where: str, key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        _fail(where, key, f"must be in [{low:_}, {high:_}], got {value:_}")
+
+
+def check_float(where: str, key: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    if not math.isfinite(value):
+        _fail(where, key, f"must be a finite number, got {value}")
+    if value < low or (low_open and value == low) or value > high:
+        _fail(where, key, f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSettings:
-    """The backbone around the sequence layer (MODELS.md section 1); inputs/outputs/head come from the task."""
+class ModelConfig:
+    """The ONE backbone config (MODELS.md section 1): everything that defines a model instance besides its
+    name and seed. A suite's ``[model]`` table sets the user-facing fields; inputs, outputs, head,
+    output step and output activation come from the task (:data:`TASK_DERIVED`)."""
 
-    hidden_dim: int = _help("H, the width of every block.", 16)
-    state_dim: int = _help("P, the state size of the sequence layer.", 16)
+    num_inputs: int = _help("Input channels per step (from the task).", 1)
+    hidden_dim: int = _help("H, the width of every block.", 128)
+    state_dim: int = _help("P, the state size of the sequence layer.", 64)
     num_blocks: int = _help("Residual blocks.", 2)
-    norm: str = _help("Normalisation in each block: batch (the papers') or layer.", "batch")
-    dropout: float = _help("Dropout rate inside the blocks.", 0.05)
+    num_outputs: int = _help("Classes (classification) or target channels (regression); from the task.", 10)
+    head: str = _help("classification (mean over valid steps, then linear) or regression (per step); from the task.", "classification")
+    norm: str = _help(
+        "Normalisation in each block: batch (flax batch statistics, the default), layer, batch-ema (the LinOSS "
+        "authors' equinox ema-mode BatchNorm) or batch-debiased (the D-LinOSS authors' equinox batch mode, "
+        "debiased eval statistics).",
+        "batch",
+    )
+    dropout: float = _help("Dropout rate inside the blocks, in [0, 1).", 0.05)
+    output_step: int = _help("Regression targets are read at steps s-1, 2s-1, ...; from the task.", 1)
+    output_activation: str = _help("tanh (the papers' regression head) or identity; from the task.", "tanh")
     scan: str = _help("Scan backend of the layer, or auto.", "auto")
     layer_options: dict = _help("Extra keyword arguments for the layer constructor.", factory=dict)
 
-    def validate(self, where: str) -> ModelSettings:
-        check_types(self, where)
-        for key in ("hidden_dim", "state_dim", "num_blocks"):
-            if getattr(self, key) < 1:
-                _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        _choice(where, "norm", self.norm, NORMS)
-        if not 0.0 <= self.dropout < 1.0:
-            _fail(where, "dropout", f"must be in [0, 1), got {self.dropout}")
-        return self
+    def __post_init__(self):
+        check_types(self, "")
+        for key, high in (("num_inputs", MAX_SIZE), ("hidden_dim", MAX_WIDTH), ("state_dim", MAX_WIDTH),
+                          ("num_blocks", MAX_BLOCKS), ("num_outputs", MAX_SIZE), ("output_step", MAX_SEQ_LEN)):
+            check_int("", key, getattr(self, key), 1, high)
+        _choice("", "norm", self.norm, NORMS)
+        _choice("", "head", self.head, HEADS)
+        _choice("", "output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        check_float("", "dropout", self.dropout, 0.0, 1.0)
+        if self.dropout == 1.0:
+            _fail("", "dropout", "must be < 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,35 +192,33 @@ class TrainConfig:
     """The optimiser, schedule and evaluation policy of one training run (MODELS.md section 8)."""
 
     optimizer: str = _help("adam or adamw (decoupled weight decay).", "adam")
-    lr: float = _help("Peak learning rate.", 1e-3)
-    ssm_lr: float = _help("Learning rate of the SSM parameters (SSMParam); 0 means the same as lr.", 0.0)
-    weight_decay: float = _help("AdamW weight decay (ignored by adam).", 0.0)
+    lr: float = _help(f"Peak learning rate, in (0, {MAX_LR:g}].", 1e-3)
+    ssm_lr: float = _help(f"Learning rate of the SSM parameters (SSMParam), in [0, {MAX_LR:g}]; 0 means the same as lr.", 0.0)
+    weight_decay: float = _help("AdamW weight decay (ignored by adam), in [0, 1e3].", 0.0)
     schedule: str = _help("constant, or cosine decay to 0 after the warm-up.", "constant")
-    warmup_steps: int = _help("Linear warm-up steps from 0 to lr.", 0)
+    warmup_steps: int = _help("Linear warm-up steps from 0 to lr, in [0, steps).", 0)
     grad_clip: float = _help("Clip the global gradient norm to this value; 0 disables.", 0.0)
-    steps: int = _help("Maximum optimisation steps.", 1000)
+    steps: int = _help(f"Maximum optimisation steps, in [1, {MAX_STEPS:_}].", 1000)
     batch_size: int = _help("Training batch size (capped at the training-set size).", 32)
     eval_batch_size: int = _help("Batch size for validation and test passes.", 256)
     eval_every: int = _help("Evaluate on the validation split every this many steps.", 100)
     patience: int = _help("Stop after this many evaluations without validation improvement; 0 never stops.", 0)
 
-    def validate(self, where: str) -> TrainConfig:
-        check_types(self, where)
-        _choice(where, "optimizer", self.optimizer, OPTIMIZERS)
-        _choice(where, "schedule", self.schedule, SCHEDULES)
-        for key in ("steps", "batch_size", "eval_batch_size", "eval_every"):
-            if getattr(self, key) < 1:
-                _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("lr", "ssm_lr", "weight_decay", "grad_clip"):
-            if getattr(self, key) < 0:
-                _fail(where, key, f"must be >= 0, got {getattr(self, key)}")
-        if self.lr == 0:
-            _fail(where, "lr", "must be > 0")
+    def __post_init__(self):
+        check_types(self, "")
+        _choice("", "optimizer", self.optimizer, OPTIMIZERS)
+        _choice("", "schedule", self.schedule, SCHEDULES)
+        check_int("", "steps", self.steps, 1, MAX_STEPS)
+        for key in ("batch_size", "eval_batch_size"):
+            check_int("", key, getattr(self, key), 1, MAX_SIZE)
+        check_int("", "eval_every", self.eval_every, 1, MAX_STEPS)
+        check_float("", "lr", self.lr, 0.0, MAX_LR, low_open=True)
+        check_float("", "ssm_lr", self.ssm_lr, 0.0, MAX_LR)
+        check_float("", "weight_decay", self.weight_decay, 0.0, 1e3)
+        check_float("", "grad_clip", self.grad_clip, 0.0, 1e12)
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
-            _fail(where, "warmup_steps", f"must be in [0, steps={self.steps}), got {self.warmup_steps}")
-        if self.patience < 0:
-            _fail(where, "patience", f"must be >= 0, got {self.patience}")
-        return self
+            _fail("", "warmup_steps", f"must be in [0, steps={self.steps}), got {self.warmup_steps}")
+        check_int("", "patience", self.patience, 0, MAX_STEPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,22 +227,41 @@ class TaskConfig:
 
     dataset: str = _help("Registered task loader (see dlbench.tasks); defaults to the table name.", "")
     time_channel: bool = _help("Prepend the time channel t_k = k/L to the inputs (LinOSS protocol option).", False)
-    val_fraction: float = _help("Fraction of the original train split carved out for validation (bundled sets).", 0.2)
-    num_sequences: int = _help("Synthetic tasks: number of sequences.", 100)
-    seq_len: int = _help("Synthetic tasks: steps per sequence.", 1000)
+    val_fraction: float = _help(
+        f"Fraction of the original train split carved out for validation (bundled sets), in (0, {MAX_VAL_FRACTION}].", 0.2
+    )
+    num_sequences: int = _help("Synthetic tasks: number of sequences (at least 4, so that a 70/15/15 split leaves none empty).", 100)
+    seq_len: int = _help(f"Synthetic tasks: steps per sequence, in [1, {MAX_SEQ_LEN:_}].", 1000)
     data_seed: int = _help("Synthetic tasks: seed of the generated data (fixed across run seeds).", 0)
 
-    def validate(self, where: str) -> TaskConfig:
-        check_types(self, where)
-        if not 0.0 < self.val_fraction < 1.0:
-            _fail(where, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        for key in ("num_sequences", "seq_len"):
-            if getattr(self, key) < 1:
-                _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        return self
+    def __post_init__(self):
+        check_types(self, "")
+        if self.dataset:
+            check_name("", "dataset", self.dataset)
+        check_float("", "val_fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION, low_open=True)
+        check_int("", "num_sequences", self.num_sequences, 4, MAX_SIZE)
+        check_int("", "seq_len", self.seq_len, 1, MAX_SEQ_LEN)
+        check_int("", "data_seed", self.data_seed, 0, MAX_SEED)
 
 
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSettings))
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+
+
+def check_name(where: str, key: str, name: str) -> None:
+    """Suite and task names become folder names: letters, digits, ``_ . + -``; no path separators, no ``..``."""
+    if not _NAME.match(name) or ".." in name:
+        _fail(where, key, f"{name!r} is not a valid name (letters, digits, _ . + -; no path separators or '..')")
+
+
+def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """``cls(**values)`` with the error message prefixed by ``where`` (the file and table)."""
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in TASK_DERIVED)
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 TASK_KEYS = tuple(f.name for f in dataclasses.fields(TaskConfig))
 # Flat override tables mix model and train keys, so the names must never collide.
@@ -221,7 +279,7 @@ class RunSpec:
     model: str = _help("Registered model name.", "")
     seed: int = _help("Seed of initialisation, data order, dropout and seeded splits.", 0)
     task_config: TaskConfig = _help("The task's loader options.", factory=TaskConfig)
-    model_settings: ModelSettings = _help("The backbone settings.", factory=ModelSettings)
+    model_settings: ModelConfig = _help("The backbone settings (task-derived fields at their defaults).", factory=ModelConfig)
     train: TrainConfig = _help("The optimisation settings.", factory=TrainConfig)
 
     @property
@@ -248,7 +306,7 @@ class SuiteConfig:
     description: str = _help("One line shown by `dlbench suites`.", "")
     include: tuple[str, ...] = _help('Models to run: "all" or registered names.', ("all",))
     seeds: tuple[int, ...] = _help("Seeds; every (task, model) runs once per seed.", (0,))
-    model: ModelSettings = _help("[model]: backbone settings shared by every run.", factory=ModelSettings)
+    model: ModelConfig = _help("[model]: backbone settings shared by every run.", factory=ModelConfig)
     train: TrainConfig = _help("[train]: optimisation settings shared by every run.", factory=TrainConfig)
     models: dict = _help("[models.NAME]: per-model overrides of model/train keys.", factory=dict)
     tasks: dict = _help("[tasks.NAME]: the tasks, their loader options and task-level overrides.", factory=dict)
@@ -259,6 +317,7 @@ class SuiteConfig:
     def __post_init__(self):
         where = self.path or self.name
         check_types(self, where)
+        check_name(where, "name", self.name)
         _choice(where, "kind", self.kind, SUITE_KINDS)
         if self.kind == "profile":
             if not self.sweep:
@@ -272,6 +331,10 @@ class SuiteConfig:
             _fail(where, "seeds", "no seeds to run")
         if len(set(self.seeds)) != len(self.seeds):
             _fail(where, "seeds", f"duplicate seeds in {list(self.seeds)}")
+        for seed in self.seeds:
+            check_int(where, "seeds", seed, 0, MAX_SEED)
+        for task in self.tasks:
+            check_name(where, "tasks", task)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -292,7 +355,7 @@ class SuiteConfig:
         if model is not None:
             table.update({k: v for k, v in self.tasks[task]["models"].get(model, {}).items() if k in TASK_KEYS})
         table.setdefault("dataset", task)
-        return TaskConfig(**table).validate(f"{self.path}: [tasks.{task}]")
+        return build(TaskConfig, table, f"{self.path}: [tasks.{task}]")
 
     def resolve(self, task: str, model: str, seed: int) -> RunSpec:
         """The fully resolved settings of one run (resolution order in the module docstring)."""
@@ -308,8 +371,8 @@ class SuiteConfig:
         for layer in layers:
             merged.update(layer)
         where = f"{self.path}: run {task}/{model}/seed {seed}"
-        settings = ModelSettings(**{k: merged[k] for k in MODEL_KEYS}).validate(where)
-        train = TrainConfig(**{k: merged[k] for k in TRAIN_KEYS}).validate(where)
+        settings = build(ModelConfig, {k: merged[k] for k in MODEL_KEYS}, where)
+        train = build(TrainConfig, {k: merged[k] for k in TRAIN_KEYS}, where)
         return RunSpec(task, model, seed, self.task_config(task, model), settings, train)
 
 
@@ -322,8 +385,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 def _unknown(where: str, key: str, valid: tuple[str, ...]) -> typing.NoReturn:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
     raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
@@ -346,8 +408,8 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
         return SuiteConfig(
             name=name, kind=kind, description=raw.get("description", ""), sweep=raw.get("sweep", {}), path=path
         )
-    model = ModelSettings(**_check_keys(path, raw.get("model", {}), MODEL_KEYS, "model")).validate(f"{path}: [model]")
-    train = TrainConfig(**_check_keys(path, raw.get("train", {}), TRAIN_KEYS, "train")).validate(f"{path}: [train]")
+    model = build(ModelConfig, _check_keys(path, raw.get("model", {}), MODEL_KEYS, "model"), f"{path}: [model]")
+    train = build(TrainConfig, _check_keys(path, raw.get("train", {}), TRAIN_KEYS, "train"), f"{path}: [train]")
     if not isinstance(raw.get("models", {}), Mapping):
         raise ConfigError(f"{path}: models must be a table of per-model overrides, got {raw.get('models')!r}")
     models = dict(raw.get("models", {}))
@@ -415,8 +477,7 @@ def find_suite(ref: str) -> Path:
         return path
     paths = suite_paths()
     if ref not in paths:
-        close = difflib.get_close_matches(ref, paths, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(ref, paths)
         raise ConfigError(f"unknown suite {ref!r}{hint}; valid suites: {', '.join(paths)} (or a path to a .toml file)")
     return paths[ref]
 
@@ -463,8 +524,8 @@ def apply_sets(raw: dict[str, Any], sets: tuple[str, ...] | list[str]) -> tuple[
             if parts[1] not in valid:
                 _unknown(f"--set {text!r}", ".".join(parts), tuple(f"{parts[0]}.{v}" for v in valid))
             # Type-check the value alone now; cross-field checks run per resolved run.
-            default = ModelSettings() if parts[0] == "model" else TrainConfig()
-            check_types(dataclasses.replace(default, **{parts[1]: value}), f"--set {text!r}")
+            default = ModelConfig() if parts[0] == "model" else TrainConfig()
+            _check_one(default, parts[1], value, f"--set {text!r}")
             forced[parts[1]] = value
             continue
         if parts[0] not in TOP_KEYS:
@@ -476,6 +537,15 @@ def apply_sets(raw: dict[str, Any], sets: tuple[str, ...] | list[str]) -> tuple[
                 raise ConfigError(f"bad --set {text!r}: {p!r} is not a table")
         table[parts[-1]] = value
     return raw, forced
+
+
+def _check_one(default: Any, key: str, value: Any, where: str) -> None:
+    """Check one --set value alone (type and bounds) against the defaults; the cross-field check
+    (warmup_steps < steps) runs again on every resolved run, where the real steps are known."""
+    try:
+        dataclasses.replace(default, **({key: value, "steps": MAX_STEPS} if key == "warmup_steps" else {key: value}))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _deep_copy(raw: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -11,13 +12,19 @@ class DlbenchError(Exception):
     exit_code = 2
 
 
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    """ "; did you mean 'x'?" for the closest of ``choices`` to ``value`` (difflib), else "". The one copy."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class UnknownChoiceError(DlbenchError, ValueError):
     """A name or option value that is not among the valid ones; the message lists them."""
 
     def __init__(self, what: str, value: object, choices: Iterable[object]):
         self.what, self.value, self.choices = what, value, tuple(choices)
         valid = ", ".join(str(c) for c in self.choices)
-        super().__init__(f"unknown {what} {value!r}; valid choices: {valid}")
+        super().__init__(f"unknown {what} {value!r}{did_you_mean(value, self.choices)}; valid choices: {valid}")
 
 
 def check_choice(what: str, value: object, choices: Iterable[object]) -> None:

@@ -11,17 +11,16 @@ module knows no concrete layer: it builds them through the registry.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
-from dlbench.errors import DlbenchError, check_choice
+from dlbench.config import ModelConfig
+from dlbench.errors import check_choice
 from dlbench.layers.base import AbstractSequenceLayer
 from dlbench.registry import get_model
 
@@ -149,33 +148,6 @@ class SequenceModel(nnx.Module):
             return self.decoder(pooled)
         readout = x[:, self.output_step - 1 :: self.output_step]
         return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(readout))
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Everything that defines a model instance besides its name and seed."""
-
-    num_inputs: int = 1
-    hidden_dim: int = 128
-    state_dim: int = 64
-    num_blocks: int = 2
-    num_outputs: int = 10
-    head: str = "classification"
-    norm: str = "batch"
-    dropout: float = 0.05
-    output_step: int = 1
-    output_activation: str = "tanh"
-    scan: str = "auto"
-    layer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        sizes = {"num_inputs": self.num_inputs, "hidden_dim": self.hidden_dim, "state_dim": self.state_dim,
-                 "num_blocks": self.num_blocks, "num_outputs": self.num_outputs, "output_step": self.output_step}  # fmt: skip
-        bad = [f"{k}={v}" for k, v in sizes.items() if not isinstance(v, int) or v < 1]
-        if bad:
-            raise DlbenchError(f"model sizes must be positive integers: {', '.join(bad)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DlbenchError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def build_model(name: str, config: ModelConfig = ModelConfig(), *, seed: int = 0, dtype=jnp.float32, param_dtype=None) -> SequenceModel:

@@ -52,7 +52,6 @@ from dlbench.tasks import Split, TaskData
 from dlbench.timing import peak_memory
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     """What one run ended with: its status, the step of the best validation, and the test metrics."""
@@ -66,21 +65,8 @@ class RunResult:
 
 def model_config(spec: RunSpec, data: TaskData) -> ModelConfig:
     """The backbone for ``spec`` on ``data`` (inputs, outputs and head come from the task)."""
-    s = spec.model_settings
-    return ModelConfig(
-        num_inputs=data.num_inputs,
-        hidden_dim=s.hidden_dim,
-        state_dim=s.state_dim,
-        num_blocks=s.num_blocks,
-        num_outputs=data.num_outputs,
-        head=data.head,
-        norm=s.norm,
-        dropout=s.dropout,
-        output_step=data.output_step,
-        output_activation=data.output_activation,
-        scan=s.scan,
-        layer_options=dict(s.layer_options),
-    )
+    return dataclasses.replace(spec.model_settings, num_inputs=data.num_inputs, num_outputs=data.num_outputs, head=data.head,
+                               output_step=data.output_step, output_activation=data.output_activation)
 
 
 def learning_rate(peak: float, config: TrainConfig) -> optax.Schedule | float:

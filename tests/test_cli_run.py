@@ -7,7 +7,7 @@ import time
 import pandas as pd
 
 from dlbench.cli import main
-from dlbench.results import RowWriter
+from dlbench.rundir import RowWriter
 
 TINY = ["--seeds", "0,1", "--set", "train.steps=3", "--set", "train.eval_every=1", "--set", "model.hidden_dim=4",
         "--set", "model.state_dim=2", "--set", "model.num_blocks=1", "--set", "train.batch_size=4"]

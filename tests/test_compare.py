@@ -5,7 +5,7 @@ import pytest
 
 from dlbench import report
 from dlbench.cli import main
-from dlbench.results import RowWriter
+from dlbench.rundir import RowWriter
 
 
 def write_scan(path, slow_cells=(), factor=1.0, oom_cells=()):
@@ -83,7 +83,7 @@ def test_training_metrics_compare_per_seed(tmp_path):
 
 
 def _compare(base, new):
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     return report.compare(read_rows([base]), read_rows([new]), gate=report.Gate.parse("median:5%"))
 

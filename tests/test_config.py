@@ -4,7 +4,7 @@ import pytest
 
 from dlbench.config import (
     ConfigError,
-    ModelSettings,
+    ModelConfig,
     TrainConfig,
     apply_sets,
     load_suite,
@@ -19,7 +19,7 @@ BASE = {"include": ["attention"], "seeds": [3], "tasks": {"basicmotions": {}}}
 def test_every_field_has_help_and_default():
     import dataclasses
 
-    for cls in (ModelSettings, TrainConfig):
+    for cls in (ModelConfig, TrainConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
             assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING

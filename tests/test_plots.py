@@ -4,7 +4,7 @@ import pytest
 
 from dlbench import report
 from dlbench.cli import main
-from dlbench.results import RowWriter, read_rows
+from dlbench.rundir import RowWriter, read_rows
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 
 from dlbench.cli import main
 from dlbench.profile import ScanSweep, run_sweep
-from dlbench.results import read_rows
+from dlbench.rundir import read_rows
 
 
 def cell_status(rows):

@@ -9,7 +9,7 @@ import pytest
 
 from dlbench import report
 from dlbench.cli import main
-from dlbench.results import COLUMNS, RowWriter, read_rows
+from dlbench.rundir import COLUMNS, RowWriter, read_rows
 
 README = Path(__file__).resolve().parents[1] / "results" / "README.md"
 # Hand-picked seeds' test accuracies (fractions) and step times: the leaderboard must reproduce

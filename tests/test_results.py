@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from dlbench.errors import DlbenchError
-from dlbench.results import COLUMNS, RowWriter, read_rows
+from dlbench.rundir import COLUMNS, RowWriter, read_rows
 
 
 def test_writer_appends_and_never_rewrites(tmp_path):

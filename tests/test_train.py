@@ -11,12 +11,12 @@ import pytest
 from flax import nnx
 
 import dlbench.train as train_module
-from dlbench.config import ModelSettings, RunSpec, TaskConfig, TrainConfig
+from dlbench.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
 from dlbench.layers.base import SSMParam
-from dlbench.results import RowWriter
+from dlbench.rundir import RowWriter
 from dlbench.tasks import Split, TaskData, load_task
 
-ALLOWED = {"dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.results", "dlbench.tasks", "dlbench.timing"}
+ALLOWED = {"dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.rundir", "dlbench.tasks", "dlbench.timing"}
 
 
 def test_train_imports_no_concrete_layer():
@@ -67,7 +67,7 @@ def tiny_data(n=12, length=7, channels=3, classes=3, seed=0, pad=False):
 
 
 def spec(model="attention", seed=0, **train):
-    settings = ModelSettings(hidden_dim=4, state_dim=2, num_blocks=1)
+    settings = ModelConfig(hidden_dim=4, state_dim=2, num_blocks=1)
     config = dataclasses.replace(TrainConfig(steps=6, batch_size=4, eval_every=3, lr=1e-2), **train)
     return RunSpec("toy", model, seed, TaskConfig(dataset="toy"), settings, config)
 
@@ -128,7 +128,7 @@ def test_masked_loss_ignores_padding():
 
 def test_regression_metrics_on_decay(tmp_path):
     data = load_task(TaskConfig(dataset="decay", num_sequences=20, seq_len=16), 0, None)
-    run = RunSpec("decay", "attention", 0, TaskConfig(dataset="decay"), ModelSettings(hidden_dim=4, state_dim=2, num_blocks=1), TrainConfig(steps=4, batch_size=4, eval_every=2))
+    run = RunSpec("decay", "attention", 0, TaskConfig(dataset="decay"), ModelConfig(hidden_dim=4, state_dim=2, num_blocks=1), TrainConfig(steps=4, batch_size=4, eval_every=2))
     result = train_module.train_run(run, data, RowWriter(tmp_path / "r.csv"))
     frame = rows(tmp_path / "r.csv")
     assert list(frame.metric.iloc[-3:]) == ["test_loss", "test_mse", "test_rmse"]
