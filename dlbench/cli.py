@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dlbench.errors import DlbenchError
+from dlbench.errors import DlbenchError, RunsFailed
 
 app = typer.Typer(
     name="dlbench",
@@ -106,6 +106,7 @@ def _ints(option: str, text: str) -> tuple[int, ...]:
 
 @profile_app.command("scan")
 def profile_scan_command(
+    ctx: typer.Context,
     models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = "all",
     backends: Annotated[str, typer.Option(help="associative,sequential,chunked,auto, a layer's own backend, or 'all'.")] = "auto",
     lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000).")] = None,
@@ -120,7 +121,9 @@ def profile_scan_command(
     timeout: Annotated[float, typer.Option(help="Seconds one cell may take (isolated cells are killed).")] = 300.0,
     memory_limit_gb: Annotated[float | None, typer.Option(help="Address-space limit per isolated cell (GiB).")] = None,
     out: Annotated[str, typer.Option(help="Output directory for rows.csv and throughput.png.")] = "",
-    resume: Annotated[bool, typer.Option(help="Skip cells already measured in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the sweep saved in --out (its manifest); other options given must match it.")
+    ] = False,
     isolate: Annotated[bool, typer.Option(help="One process per cell (own peak memory, survivable crashes).")] = True,
     devices: DevicesOption = None,
     seq_shard: Annotated[
@@ -156,8 +159,49 @@ def profile_scan_command(
         devices=devices,
         seq_shard=seq_shard,
     )
-    out = out or f"runs/scan-{distributed.agree_on(new_run_id())}"
-    run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True))
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE and not out.strip():
+        raise DlbenchError("--out is empty: give a directory")
+    if resume and not out:
+        raise DlbenchError("--resume needs --out DIR (the folder of the sweep to continue)")
+    if resume:
+        sweep = _saved_sweep(ctx, out, sweep, ScanSweep)
+    run_id = distributed.agree_on(new_run_id())
+    out = out or f"runs/scan-{run_id}"
+    run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
+
+
+# `profile scan` options -> the ScanSweep fields they set (for --resume: which given options to compare).
+_SWEEP_OPTIONS = {
+    "models": "models", "backends": "backends", "lengths": "lengths", "batch": "batch", "hidden": "hidden", "state": "state",
+    "mode": "modes", "target": "target", "dtype": "dtype", "repeats": "repeats", "min_time": "min_time", "timeout": "timeout",
+    "memory_limit_gb": "memory_limit_gb", "isolate": "isolate", "devices": "devices", "seq_shard": "seq_shard",
+}
+
+
+def _saved_sweep(ctx: typer.Context, out: str, given, sweep_class):
+    """The sweep saved in ``out``'s manifest; options given on the command line must equal it."""
+    import dataclasses
+
+    from click.core import ParameterSource
+
+    from dlbench.rundir import diff_settings, read_manifest
+
+    manifest = read_manifest(out)
+    if manifest is None or "sweep" not in manifest.entries:
+        console.print(f"note: {out} has no manifest with a saved sweep (an older dlbench): settings cannot be checked; "
+                      "using the options given")
+        return given
+    saved = sweep_class.from_mapping(manifest.entries["sweep"]["settings"], where=f"{out}/manifest.json")
+    explicit = {field for option, field in _SWEEP_OPTIONS.items()
+                if ctx.get_parameter_source(option) not in (ParameterSource.DEFAULT, None)}
+    mine = {f: v for f, v in dataclasses.asdict(given).items() if f in explicit}
+    theirs = {f: v for f, v in dataclasses.asdict(saved).items() if f in explicit}
+    problems = [f"{key}: {a} in {out}, {b} now" for key, a, b in diff_settings(theirs, mine)]
+    if problems:
+        raise DlbenchError(f"--resume: options differ from the saved sweep: {'; '.join(problems)} (leave them out to resume it)")
+    return saved
 
 
 @profile_app.command("bandwidth")
@@ -319,11 +363,23 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn every user error into one line and an exit code."""
+    """Entry point: run the app and turn every user error into one line and an exit code.
+
+    Exit codes: 0 success; 1 a gate or a run failed (`run`: some run ended in error, or none ended ok;
+    `compare --fail-if`: a cell got worse); 2 a usage or input error (one line, no traceback); 130 Ctrl-C.
+    """
+    import logging
+
+    notes = logging.getLogger("dlbench")
+    if not notes.handlers:  # readers' notes (a cut-off row left out, settings that cannot be checked)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dlbench: note: %(message)s"))
+        notes.addHandler(handler)
+        notes.setLevel(logging.INFO)
     try:
         code = app(args=argv, standalone_mode=False)
     except DlbenchError as error:
-        print(f"dlbench: error: {error}", file=sys.stderr)
+        print(f"dlbench: {error}" if isinstance(error, RunsFailed) else f"dlbench: error: {error}", file=sys.stderr)
         return error.exit_code
     except typer.TyperException as error:
         message = error.format_message()

@@ -12,6 +12,16 @@ class DlbenchError(Exception):
     exit_code = 2
 
 
+class RunsFailed(DlbenchError):
+    """Work that ran to the end but failed: some run ended in ``error``, or none ended ok. Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, out_dir: object = None):
+        super().__init__(message)
+        self.out_dir = out_dir
+
+
 def did_you_mean(value: object, choices: Iterable[object]) -> str:
     """ "; did you mean 'x'?" for the closest of ``choices`` to ``value`` (difflib), else "". The one copy."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)

@@ -535,38 +535,72 @@ def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]
     return keys, stops
 
 
-def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None, plot: bool = True) -> Path:
-    """Run a sweep into ``out_dir/rows.csv`` (and ``throughput.png``); returns the rows path."""
+def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None, plot: bool = True,
+              run_id: str | None = None, suite_file: str | None = None, sets: tuple[str, ...] = ()) -> Path:
+    """Run a sweep into ``out_dir/rows.csv`` (and ``throughput.png``); returns the rows path.
+
+    The folder's ``manifest.json`` records the sweep's settings; ``resume`` continues a folder only if
+    they match (:func:`dlbench.rundir.check_resume`), re-measuring cells that never ended. Only process
+    0 of a multi-process job holds the folder's lock and writes rows.
+    """
+    import contextlib
+
     from rich.console import Console
 
-    from dlbench.rundir import RowWriter, new_run_id
+    from dlbench import distributed
+    from dlbench.rundir import (
+        Manifest,
+        NullWriter,
+        RowWriter,
+        check_resume,
+        holding_lock,
+        merged,
+        new_run_id,
+        read_manifest,
+        trim_unfinished,
+    )
 
     console = console or Console()
     out = Path(out_dir)
     rows_path = out / ROWS_FILE
-    if rows_path.exists() and not resume:
-        raise DlbenchError(f"{rows_path} exists; pass --resume to continue it or choose another --out")
-    done, stops = finished_cells(rows_path) if resume else (set(), {})
-    run_id = _existing_run_id(rows_path) if resume else None
-    writer = RowWriter(rows_path, defaults={"run_id": run_id or new_run_id(), "suite": suite})
-    policy = sweep.policy()
-    all_cells = list(cells(sweep))
-    todo = [c for c in all_cells if c.key() not in done]
-    console.print(f"dlbench profile scan: {len(all_cells)} cells ({len(all_cells) - len(todo)} already measured) -> {rows_path}")
+    is_writer = distributed.is_writer()
+    manifest = Manifest.new("profile", suite, run_id or new_run_id(), suite_file=suite_file, sets=sets)
+    digest = manifest.add("sweep", dataclasses.asdict(sweep))
+    with holding_lock(out) if is_writer else contextlib.nullcontext():
+        if rows_path.exists() and rows_path.stat().st_size and not resume:
+            raise DlbenchError(f"{rows_path} exists; pass --resume to continue it or choose another --out")
+        old = read_manifest(out) if resume else None
+        if resume:
+            for note in check_resume(out, old, manifest):
+                console.print(note)
+            if old is None:
+                manifest.run_id = _existing_run_id(rows_path) or manifest.run_id
+        manifest = merged(old, manifest)
+        if is_writer:
+            if resume:
+                trim_unfinished(rows_path, kind="profile")
+            manifest.write(out)
+        done, stops = finished_cells(rows_path) if resume else (set(), {})
+        defaults = {"run_id": manifest.run_id, "suite": suite, "config_hash": digest}
+        writer = RowWriter(rows_path, defaults=defaults) if is_writer else NullWriter(defaults)
+        policy = sweep.policy()
+        all_cells = list(cells(sweep))
+        todo = [c for c in all_cells if c.key() not in done]
+        console.print(f"dlbench profile scan: {len(all_cells)} cells ({len(all_cells) - len(todo)} already measured) -> {rows_path}")
 
-    bandwidth = None
-    if sweep.bandwidth and todo:
-        bandwidth = measure_bandwidth()
-        writer.write({"task": "bandwidth", "model": "", "metric": "bandwidth", "value": bandwidth, "unit": "bytes/s", "source": "x+1 on 256 MiB float32"})
-        console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
+        bandwidth = None
+        if sweep.bandwidth and todo:
+            bandwidth = measure_bandwidth()
+            writer.write({"task": "bandwidth", "model": "", "metric": "bandwidth", "value": bandwidth, "unit": "bytes/s", "source": "x+1 on 256 MiB float32"})
+            console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
 
-    display = LiveTable(console, total=len(todo))
-    try:
-        _sweep_cells(todo, sweep, policy, bandwidth, stops, writer, display)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: every finished cell is in {rows_path}; continue with --resume --out {out}")
-        raise
-    if plot:
+        display = LiveTable(console, total=len(todo))
+        try:
+            _sweep_cells(todo, sweep, policy, bandwidth, stops, writer, display)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: every finished cell is in {rows_path}; continue with: dlbench profile scan --resume --out {out}")
+            raise
+    if plot and is_writer:
         write_plot(rows_path, out / PLOT_FILE, console)
     return rows_path
 

@@ -19,7 +19,7 @@ processes use process 0's run id.
 
 from __future__ import annotations
 
-import csv
+import collections
 import dataclasses
 import json
 import os
@@ -32,9 +32,11 @@ from rich.table import Table
 
 from dlbench import distributed
 from dlbench.config import ConfigError, RunSpec, SuiteConfig, load_suite, read_toml, suite_from_mapping, suite_paths
-from dlbench.errors import DlbenchError
-from dlbench.rundir import ROWS_FILE
-from dlbench.tasks import check_data, resolve_data_dir
+from dlbench.errors import DlbenchError, RunsFailed
+from dlbench.rundir import ROWS_FILE, Manifest, check_resume, holding_lock, merged, read_manifest, rows_run_id
+from dlbench.rundir import finished_runs as _finished_runs
+from dlbench.rundir import trim_unfinished as _trim
+from dlbench.tasks import check_data, get_task, resolve_data_dir
 
 ROWS = ROWS_FILE
 SHARD_FILE = "shard.json"
@@ -57,6 +59,13 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
         raise DlbenchError(f"bad --seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
     if not seeds:
         raise DlbenchError(f"bad --seeds {text!r}: no seeds")
+    from dlbench.config import MAX_SEED
+
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise DlbenchError(f"bad --seeds {text!r}: seeds must be in [0, {MAX_SEED}], got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        raise DlbenchError(f"bad --seeds {text!r}: duplicate seeds")
     return seeds
 
 
@@ -87,45 +96,34 @@ def expand(suite: SuiteConfig, models: Sequence[str] | None = None, seeds: Seque
 
 
 def finished_cells(path: Path) -> set[tuple[str, str, int]]:
-    """Cells (task, model, seed) whose final row is in ``path``."""
-    from dlbench.train import FINAL_METRICS
-
-    done = set()
-    for row in _read_csv(path)[1]:
-        if row["metric"] in FINAL_METRICS or row["status"] == "nan":
-            done.add((row["task"], row["model"], int(row["seed"])))
-    return done
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        return [], []
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        # A row cut short by a kill has fewer cells: it is dropped.
-        rows = [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
-    return header, rows
+    """Cells (task, model, seed) whose run ended (ok or nan) in ``path`` (rules in :mod:`dlbench.rundir`)."""
+    return _finished_runs(path)
 
 
 def trim_unfinished(path: Path) -> int:
-    """Move rows of unfinished cells from ``path`` to ``path.partial``; returns how many moved."""
-    header, rows = _read_csv(path)
-    if not rows:
-        return 0
-    done = finished_cells(path)
-    keep = [r for r in rows if (r["task"], r["model"], int(r["seed"])) in done]
-    drop = [r for r in rows if (r["task"], r["model"], int(r["seed"])) not in done]
-    if not drop and sum(1 for _ in path.open()) == len(rows) + 1:
-        return 0
-    for target, part, mode in ((path.with_name(path.name + ".partial"), drop, "a"), (path.with_suffix(".tmp"), keep, "w")):
-        with target.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            if mode == "w" or f.tell() == 0:
-                writer.writeheader()
-            writer.writerows(part)
-    path.with_suffix(".tmp").replace(path)
-    return len(drop)
+    """Move rows of unfinished runs from ``path`` to ``path.partial``; returns how many moved."""
+    return _trim(path, kind="train")
+
+
+def run_settings(run: RunSpec) -> dict[str, Any]:
+    """The resolved settings of one run as the manifest records them: task / model / train sections."""
+    def fields(obj):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    from dlbench.config import TASK_DERIVED
+
+    model = {k: v for k, v in fields(run.model_settings).items() if k not in TASK_DERIVED}  # those come from the data
+    return {"task": fields(run.task_config), "model": model, "train": fields(run.train)}
+
+
+def run_key(run: RunSpec) -> str:
+    return f"{run.task}/{run.model}/{run.seed}"
+
+
+def check_out(out: str | os.PathLike | None) -> None:
+    """``--out ""`` (or blanks) is refused rather than written into the current directory."""
+    if out is not None and not str(out).strip():
+        raise DlbenchError("--out is empty: give a directory")
 
 
 def _out_dir(suite: SuiteConfig, out: str | os.PathLike | None, resume: bool) -> tuple[Path, str]:
@@ -133,10 +131,11 @@ def _out_dir(suite: SuiteConfig, out: str | os.PathLike | None, resume: bool) ->
 
     if out is not None:
         out = Path(out)
-        if resume and (out / ROWS).is_file():
-            _, rows = _read_csv(out / ROWS)
-            if rows and rows[0].get("run_id"):
-                return out, rows[0]["run_id"]
+        if resume:
+            manifest = read_manifest(out)
+            previous = manifest.run_id if manifest else rows_run_id(out / ROWS)
+            if previous:
+                return out, previous
         if not resume and (out / ROWS).is_file() and (out / ROWS).stat().st_size:
             raise DlbenchError(f"{out / ROWS} exists; pass --resume to continue it or choose another --out")
         return out, new_run_id()
@@ -173,13 +172,16 @@ def run_suite(
     ``cluster`` the multi-process job to join (see :mod:`dlbench.distributed`).
     """
     console = console or Console()
+    check_out(out)
     shard = distributed.parse_shard(shard) if isinstance(shard, str) else shard
     suite = load_suite(suite_ref, sets)
     if suite.kind == "profile":
         if shard is not None or devices is not None:
             raise DlbenchError(f"suite {suite.name!r} is a profile sweep: --shard and --devices apply to training suites")
-        return _run_profile(suite, models, seeds, out, resume, dry_run, console)
-    seeds = parse_seeds(seeds) if isinstance(seeds, str) or seeds is None else tuple(seeds)
+        return _run_profile(suite, models, seeds, out, resume, dry_run, console, sets=tuple(sets))
+    seeds = parse_seeds(seeds) if isinstance(seeds, str) or seeds is None else parse_seeds(",".join(map(str, seeds)))
+    for task in suite.task_names:
+        get_task(suite.task_config(task).dataset)  # an unknown task fails now, on --dry-run too
     data_root = resolve_data_dir(data_dir)
     if not dry_run:  # a dry run only shows the plan, so it works before the data are in place
         for task in suite.task_names:
@@ -207,25 +209,64 @@ def run_suite(
         out_dir = Path("runs") / (f"{suite.name}-{agreed}" + (f"-{distributed.shard_label(shard)}" if distributed.shard_label(shard) else ""))
     run_id = agreed
     rows_path = out_dir / ROWS
-    done: set = set()
-    if resume:
-        moved = trim_unfinished(rows_path) if writer else 0
-        distributed.barrier("dlbench-resume")
-        done = finished_cells(rows_path)
-        console.print(f"resuming {out_dir}: {len(done)} runs finished" + (f", {moved} partial rows set aside" if moved else ""))
-    console.print(f"dlbench run {suite.name}: {len(runs)} runs" + (f" (shard {shard} of {len(all_runs)})" if shard else "") + f" -> {rows_path}")
-    if writer:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "plan.json").write_text(
-            json.dumps([{"task": r.task, "model": r.model, "seed": r.seed, **r.settings()} for r in runs], indent=1)
-        )
-        if shard is not None:
-            (out_dir / SHARD_FILE).write_text(json.dumps({
-                "suite": suite.name, "shard": str(shard), "index": shard.index, "count": shard.count,
-                "cells": [list(r.key) for r in runs], "suite_cells": len(all_runs),
-            }, indent=1))
-    _execute(suite, runs, done, data_root, rows_path, run_id, console, devices=devices)
+    shard_info = None
+    if shard is not None:
+        shard_info = {"suite": suite.name, "shard": str(shard), "index": shard.index, "count": shard.count,
+                      "cells": [list(r.key) for r in runs], "suite_cells": len(all_runs)}
+    manifest = Manifest.new("train", suite.name, run_id, suite_file=suite.path, sets=sets, shard=shard_info)
+    hashes = {run.key: manifest.add(run_key(run), run_settings(run)) for run in runs}
+    # Only process 0 writes, so only it holds the folder's lock (the others never open a writer).
+    lock = holding_lock(out_dir) if writer else _no_lock()
+    with lock:
+        done: set = set()
+        if writer:
+            if not resume and rows_path.is_file() and rows_path.stat().st_size:
+                raise DlbenchError(f"{rows_path} exists; pass --resume to continue it or choose another --out")
+            old = read_manifest(out_dir) if resume else None
+            for note in check_resume(out_dir, old, manifest) if resume else ():
+                console.print(note)
+            manifest = merged(old, manifest)
+        moved = trim_unfinished(rows_path) if resume and writer else 0
+        if resume:
+            distributed.barrier("dlbench-resume")
+            done = finished_cells(rows_path)
+            console.print(f"resuming {out_dir}: {len(done)} runs finished" + (f", {moved} partial rows set aside" if moved else ""))
+        console.print(f"dlbench run {suite.name}: {len(runs)} runs" + (f" (shard {shard} of {len(all_runs)})" if shard else "") + f" -> {rows_path}")
+        if writer:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            manifest.write(out_dir)
+            (out_dir / "plan.json").write_text(
+                json.dumps([{"task": r.task, "model": r.model, "seed": r.seed, "config_hash": hashes[r.key], **r.settings()} for r in runs], indent=1)
+            )
+            if shard_info is not None:
+                (out_dir / SHARD_FILE).write_text(json.dumps(shard_info, indent=1))
+        outcomes = _execute(suite, runs, done, data_root, rows_path, run_id, console, devices=devices, hashes=hashes)
+    line, failed = summarize(runs, outcomes)
+    console.print(line)
+    if failed:
+        raise RunsFailed(f"{line} ({rows_path})", out_dir)
     return out_dir
+
+
+class _no_lock:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def summarize(runs: Sequence[RunSpec], outcomes: dict[tuple, str]) -> tuple[str, bool]:
+    """("N of M runs ok; K nan, J error", failed) with failed = any run ended in error, or none ended ok.
+
+    The exit-code rule of ``dlbench run`` (README "Exit codes"): 0 when no run ended in ``error`` and at
+    least one run is ok; 1 otherwise (nan, oom and timeout are results of a model, error is a crash).
+    """
+    counts = collections.Counter(outcomes.get(r.key, "error") for r in runs)
+    ok = counts.pop("ok", 0)
+    rest = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    line = f"{ok} of {len(runs)} runs ok" + (f"; {rest}" if rest else "")
+    return line, bool(runs) and (counts.get("error", 0) > 0 or ok == 0)
 
 
 def enable_compilation_cache() -> str:
@@ -248,8 +289,8 @@ def enable_compilation_cache() -> str:
 
 def _execute(
     suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console,
-    *, devices: int | None = None,
-) -> None:
+    *, devices: int | None = None, hashes: dict[tuple, str] | None = None,
+) -> dict[tuple, str]:
     import jax
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -260,6 +301,15 @@ def _execute(
     enable_compilation_cache()
     defaults = {"run_id": run_id, "suite": suite.name, "source": "dlbench run"}
     writer = RowWriter(rows_path, defaults) if distributed.is_writer() else NullWriter(defaults)
+    hashes = hashes or {}
+    outcomes: dict[tuple, str] = {key: "ok" for key in done}
+    if done and rows_path.is_file():
+        from dlbench.rundir import run_outcomes
+
+        for key, outcome in run_outcomes(_rows_of(rows_path)).items():
+            task, model, seed = key.rsplit("/", 2)
+            if (task, model, int(seed)) in done and outcome:
+                outcomes[(task, model, int(seed))] = outcome
     loaded: dict[tuple[str, int], Any] = {}
     todo = [r for r in runs if r.key not in done]
     with Progress(
@@ -274,10 +324,12 @@ def _execute(
                     loaded.clear()  # runs are ordered task -> seed -> model: keep one (task, seed) in memory
                 loaded[key] = load_task(run.task_config, run.seed, data_root)
             progress.reset(steps, total=run.train.steps, description=f"{run.task} {run.model} seed {run.seed}")
+            run_writer = writer.bind(config_hash=hashes.get(run.key, ""))
             try:
                 result = train_run(
-                    run, loaded[key], writer, on_step=lambda i, n: progress.update(steps, completed=i), devices=devices
+                    run, loaded[key], run_writer, on_step=lambda i, n: progress.update(steps, completed=i), devices=devices
                 )
+                outcomes[run.key] = result.status
                 summary = ", ".join(f"{k}={v:.4g}" for k, v in result.test.items()) or result.reason
             except DlbenchError:
                 raise
@@ -290,18 +342,26 @@ def _execute(
                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:400]
                     ) from None
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
-                writer.write({"task": run.task, "model": run.model, "seed": run.seed, "metric": "test_loss", "value": None,
-                              "unit": "", "status": "error", "reason": reason})
+                run_writer.write({"task": run.task, "model": run.model, "seed": run.seed, "metric": "test_loss", "value": None,
+                                  "unit": "", "status": "error", "reason": reason})
+                outcomes[run.key] = "error"
                 summary = f"error ({reason})"
             progress.console.print(f"  {run.task} {run.model} seed {run.seed}: {summary}")
             progress.advance(overall)
+    return outcomes
 
 
-def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: bool, console: Console) -> Path | None:
+def _rows_of(path: Path) -> list[dict[str, str]]:
+    from dlbench.rundir import read_table
+
+    return read_table(path).rows
+
+
+def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: bool, console: Console, sets=()) -> Path | None:
     if models or seeds:
         raise DlbenchError(f"suite {suite.name!r} is a profile sweep: narrow it with --set sweep.KEY=VALUE, not --model/--seeds")
     mapping = json.loads(json.dumps(dict(suite.sweep)))
-    from dlbench.profile import ScanSweep, run_sweep_from_mapping
+    from dlbench.profile import ScanSweep, run_sweep
 
     where = f"{suite.path or suite.name} [sweep]"
     sweep = ScanSweep.from_mapping(mapping, where=where)  # a dry run checks the sweep too
@@ -309,9 +369,9 @@ def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: 
         console.print(f"profile suite {suite.name}: sweep " + json.dumps(dataclasses.asdict(sweep), sort_keys=True))
         return None
 
-    out_dir = Path(out) if out is not None else _out_dir(suite, None, resume)[0]
+    out_dir, run_id = _out_dir(suite, out, resume)  # the folder's name and its rows share one run id
     console.print(f"dlbench run {suite.name} (profile sweep) -> {out_dir}")
-    run_sweep_from_mapping(mapping, out_dir=out_dir, resume=resume, where=where)
+    run_sweep(sweep, out_dir, resume=resume, suite=suite.name, console=console, run_id=run_id, suite_file=suite.path, sets=sets)
     return out_dir
 
 
