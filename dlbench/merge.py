@@ -1,8 +1,10 @@
 """``dlbench merge``: combine the outputs of ``dlbench run SUITE --shard I/N`` into one run.
 
 Refuses, with one line each: a cell (task, model, seed) present in two inputs; provenance that differs
-between inputs (:data:`MUST_AGREE`: the same code and JAX must have produced every row); different
-suites or shard counts; and, unless ``partial``, a missing shard. The merged ``rows.csv`` keeps every
+between inputs (:data:`MUST_AGREE`: the same code and JAX must have produced every row); a run whose
+settings differ between two inputs' manifests (naming the keys), or a different suite file; different
+suites or shard counts; and, unless ``partial``, a missing shard or a shard with unfinished runs
+(killed mid-run: rows of a run without its final row). Every input is read by the strict reader. The merged ``rows.csv`` keeps every
 row unchanged except ``run_id``, which becomes one new id (one run); ``plan.json`` is the union of the
 shards' plans; ``merge.json`` records where each cell came from.
 """
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlbench.errors import DlbenchError
-from dlbench.rundir import ROWS_FILE
+from dlbench.rundir import ROWS_FILE, diff_settings, read_manifest, read_table, run_outcomes
 
 # Columns every row of the merged run must share: the code, its git state and JAX.
 MUST_AGREE = ("suite", "dlbench_version", "jax_version", "jaxlib_version", "git_commit")
@@ -34,7 +36,7 @@ def _rows_file(path: Path) -> Path:
 
 def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, partial: bool = False) -> tuple[Path, int]:
     """Merge shard outputs ``inputs`` into ``out``; returns (merged rows.csv, number of cells)."""
-    from dlbench.rundir import COLUMNS, new_run_id
+    from dlbench.rundir import COLUMNS, Manifest, holding_lock, new_run_id
 
     if not inputs:
         raise DlbenchError("merge: no inputs")
@@ -48,14 +50,37 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
     plan: list = []
     shards: dict[int, str] = {}
     counts: set[int] = set()
+    settings: dict[str, tuple[dict, str]] = {}  # run key -> (settings, where)
+    manifests: list[tuple[Manifest, str]] = []
     for source in map(Path, inputs):
         path = _rows_file(source)
-        with path.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            if tuple(header) != COLUMNS:
-                raise DlbenchError(f"{path}: not a dlbench rows.csv of this version (different columns)")
-            mine = [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
+        table = read_table(path)
+        if table.header != COLUMNS:
+            raise DlbenchError(f"{path}: not a dlbench rows.csv of this version (different columns)")
+        if table.partial_line is not None and not partial:
+            raise DlbenchError(f"{table.note}; that shard was killed mid-run: rerun it with --resume, or pass --partial")
+        mine = table.rows
+        unfinished = sorted(k for k, outcome in run_outcomes(mine).items() if outcome is None)
+        if unfinished and not partial:
+            raise DlbenchError(
+                f"{source}: {len(unfinished)} unfinished run(s) ({', '.join(unfinished[:3])}{', ...' if len(unfinished) > 3 else ''}); "
+                "finish it with `dlbench run --resume`, or pass --partial to merge anyway"
+            )
+        drop = set(unfinished)
+        mine = [r for r in mine if f"{r['task']}/{r['model']}/{int(float(r['seed']))}" not in drop] if drop else mine
+        manifest = read_manifest(path.parent)
+        if manifest is not None:
+            for other, where in manifests:
+                if other.suite_sha256 != manifest.suite_sha256 or other.sets != manifest.sets:
+                    raise DlbenchError(f"{where} and {source} were run from different suite files or --set overrides; refusing to merge")
+            manifests.append((manifest, str(source)))
+            for key, entry in manifest.entries.items():
+                if key in settings:
+                    diffs = diff_settings(settings[key][0], entry["settings"])
+                    if diffs:
+                        name, a, b = diffs[0]
+                        raise DlbenchError(f"{key}: {name} is {a} in {settings[key][1]} but {b} in {source}; refusing to merge")
+                settings[key] = (entry["settings"], str(source))
         cells = set()
         for row in mine:
             cell = (row["task"], row["model"], row["seed"])
@@ -90,12 +115,24 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
         if missing:
             n = next(iter(counts))
             raise DlbenchError(f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}; pass --partial to merge anyway")
+    if manifests and len(manifests) != len(inputs):
+        raise DlbenchError("some inputs have a manifest.json and some do not (different dlbench versions); refusing to merge")
     run_id = new_run_id()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({**row, "run_id": run_id} for row in rows)
+    with holding_lock(out_dir):
+        if target.exists() and target.stat().st_size:
+            raise DlbenchError(f"{target} exists; choose another --out")
+        with target.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows({**row, "run_id": run_id} for row in rows)
+        if manifests:
+            first = manifests[0][0]
+            union = Manifest.new("train", first.suite, run_id)
+            union.suite_file, union.suite_text, union.suite_sha256, union.sets = (
+                first.suite_file, first.suite_text, first.suite_sha256, first.sets)
+            for manifest, _ in manifests:
+                union.entries.update(manifest.entries)
+            union.write(out_dir)
     (out_dir / "plan.json").write_text(json.dumps(plan, indent=1))
     (out_dir / "merge.json").write_text(json.dumps(
         {"run_id": run_id, "inputs": [str(p) for p in inputs], "cells": {"/".join(k): v for k, v in sorted(owner.items())}},
