@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dlbench.config import TaskConfig
+from dlbench.errors import DlbenchError
 from dlbench.tasks import (
     MissingDataError,
     Split,
@@ -78,12 +79,40 @@ def deduplicate(series: list[np.ndarray], labels: np.ndarray) -> tuple[list[np.n
     return [series[i] for i in keep], labels[keep]
 
 
+def check_partners(files: list[Path], train: list[np.ndarray], test: list[np.ndarray]) -> None:
+    """Refuse a file that parses to zero series, or whose series differ in shape from its partner's.
+
+    Channels must agree; lengths must agree too when each file has one length (equal-length archives;
+    unequal-length archives are padded with a mask, so their lengths may differ)."""
+    for path, series in zip(files, (train, test), strict=True):
+        if not series:
+            raise DlbenchError(f"{path}: parses to zero series (damaged or not a UEA .ts/.arff file)")
+    channels = [{s.shape[-1] if s.ndim > 1 else 1 for s in part} for part in (train, test)]
+    if len(channels[0] | channels[1]) > 1:
+        raise DlbenchError(
+            f"{files[0]} has series with {sorted(channels[0])} channels but {files[1]} with {sorted(channels[1])}; "
+            "the TRAIN and TEST files must come from the same archive"
+        )
+    lengths = [{len(s) for s in part} for part in (train, test)]
+    if len(lengths[0]) == 1 and len(lengths[1]) == 1 and lengths[0] != lengths[1]:
+        raise DlbenchError(
+            f"{files[0]} has series of length {min(lengths[0])} but {files[1]} of length {min(lengths[1])}; "
+            "the TRAIN and TEST files must come from the same archive"
+        )
+
+
 def parse_archive(files: list[Path]) -> dict[str, np.ndarray]:
     """TRAIN + TEST -> de-duplicated, padded arrays: x (n, L, C), mask (n, L), y (n,), classes."""
     from dlbench.tasks.bundled import read_ts
 
-    train, train_y = read_ts(files[0])
-    test, test_y = read_ts(files[1])
+    parts = []
+    for path in files:
+        try:
+            parts.append(read_ts(path))
+        except (ValueError, OSError, IndexError, KeyError, TypeError) as error:
+            raise DlbenchError(f"{path}: not a readable UEA file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    (train, train_y), (test, test_y) = parts
+    check_partners(files, train, test)
     series, labels = deduplicate(train + test, np.concatenate([train_y, test_y]))
     x, mask = pad_series(series)
     (y,), classes = encode_labels(labels)
