@@ -159,9 +159,7 @@ def profile_scan_command(
         devices=devices,
         seq_shard=seq_shard,
     )
-    from click.core import ParameterSource
-
-    if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE and not out.strip():
+    if _given(ctx, "out") and not out.strip():
         raise DlbenchError("--out is empty: give a directory")
     if resume and not out:
         raise DlbenchError("--resume needs --out DIR (the folder of the sweep to continue)")
@@ -180,11 +178,15 @@ _SWEEP_OPTIONS = {
 }
 
 
+def _given(ctx: typer.Context, option: str) -> bool:
+    """Whether ``option`` was given (command line or environment), not left at its default."""
+    source = ctx.get_parameter_source(option)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _saved_sweep(ctx: typer.Context, out: str, given, sweep_class):
     """The sweep saved in ``out``'s manifest; options given on the command line must equal it."""
     import dataclasses
-
-    from click.core import ParameterSource
 
     from dlbench.rundir import diff_settings, read_manifest
 
@@ -194,8 +196,7 @@ def _saved_sweep(ctx: typer.Context, out: str, given, sweep_class):
                       "using the options given")
         return given
     saved = sweep_class.from_mapping(manifest.entries["sweep"]["settings"], where=f"{out}/manifest.json")
-    explicit = {field for option, field in _SWEEP_OPTIONS.items()
-                if ctx.get_parameter_source(option) not in (ParameterSource.DEFAULT, None)}
+    explicit = {field for option, field in _SWEEP_OPTIONS.items() if _given(ctx, option)}
     mine = {f: v for f, v in dataclasses.asdict(given).items() if f in explicit}
     theirs = {f: v for f, v in dataclasses.asdict(saved).items() if f in explicit}
     problems = [f"{key}: {a} in {out}, {b} now" for key, a, b in diff_settings(theirs, mine)]

@@ -71,8 +71,13 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
         manifest = read_manifest(path.parent)
         if manifest is not None:
             for other, where in manifests:
-                if other.suite_sha256 != manifest.suite_sha256 or other.sets != manifest.sets:
-                    raise DlbenchError(f"{where} and {source} were run from different suite files or --set overrides; refusing to merge")
+                if other.suite_sha256 != manifest.suite_sha256:
+                    raise DlbenchError(f"{where} and {source} were run from different suite files (SHA-256 {other.suite_sha256[:12]} "
+                                       f"vs {manifest.suite_sha256[:12]}); refusing to merge")
+                if other.sets != manifest.sets:
+                    only = sorted(set(other.sets) ^ set(manifest.sets))
+                    raise DlbenchError(f"{where} and {source} were run with different settings (--set {', '.join(only)} "
+                                       "in one but not the other); refusing to merge")
             manifests.append((manifest, str(source)))
             for key, entry in manifest.entries.items():
                 if key in settings:
