@@ -5,6 +5,7 @@ Errors the user can fix become one line on stderr and exit code 2; no traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -47,23 +48,29 @@ def _root(
     """Benchmark long-sequence state-space models: scan throughput, training suites, leaderboards."""
 
 
+def _model_option(name: str, flag: str = ""):
+    """A ``dlbench models`` option whose help comes from :class:`dlbench.config.ModelConfig`'s field."""
+    from dlbench.config import ModelConfig, field_help
+
+    return typer.Option(*((flag,) if flag else ()), help=field_help(ModelConfig, name))
+
+
 @app.command("models")
 def models_command(
     names: Annotated[list[str] | None, typer.Argument(help="Models to show (default: all registered).")] = None,
-    hidden: Annotated[int, typer.Option(help="Hidden width H.")] = 128,
-    state: Annotated[int, typer.Option(help="State size P.")] = 64,
-    blocks: Annotated[int, typer.Option(help="Residual blocks.")] = 2,
-    inputs: Annotated[int, typer.Option(help="Input channels.")] = 1,
-    classes: Annotated[int, typer.Option(help="Output classes.")] = 10,
-    norm: Annotated[str, typer.Option(help="Normalisation: batch or layer.")] = "batch",
+    hidden: Annotated[int, _model_option("hidden_dim", "--hidden")] = 128,
+    state: Annotated[int, _model_option("state_dim", "--state")] = 64,
+    blocks: Annotated[int, _model_option("num_blocks", "--blocks")] = 2,
+    inputs: Annotated[int, _model_option("num_inputs", "--inputs")] = 1,
+    classes: Annotated[int, _model_option("num_outputs", "--classes")] = 10,
+    norm: Annotated[str, _model_option("norm")] = "batch",
 ) -> None:
     """List registered models with their layer, options and parameter count."""
-    from dlbench.models import ModelConfig
+    from dlbench.config import ModelConfig, build
     from dlbench.report import models_table
 
-    config = ModelConfig(
-        num_inputs=inputs, hidden_dim=hidden, state_dim=state, num_blocks=blocks, num_outputs=classes, norm=norm
-    )
+    config = build(ModelConfig, dict(num_inputs=inputs, hidden_dim=hidden, state_dim=state, num_blocks=blocks,
+                                     num_outputs=classes, norm=norm), "")
     console.print(models_table(names or None, config))
 
 
@@ -369,14 +376,31 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 success; 1 a gate or a run failed (`run`: some run ended in error, or none ended ok;
     `compare --fail-if`: a cell got worse); 2 a usage or input error (one line, no traceback); 130 Ctrl-C.
     """
-    import logging
 
-    notes = logging.getLogger("dlbench")
-    if not notes.handlers:  # readers' notes (a cut-off row left out, settings that cannot be checked)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("dlbench: note: %(message)s"))
-        notes.addHandler(handler)
-        notes.setLevel(logging.INFO)
+    # Readers' notes (a cut-off row left out, settings that cannot be checked) are printed after the
+    # command, on stderr; a command that fails prints its one error line instead.
+    notes: list[str] = []
+    handler = _NoteHandler(notes)
+    logger = logging.getLogger("dlbench")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _main(argv, notes)
+    finally:
+        logger.removeHandler(handler)
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.INFO)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() not in self.notes:
+            self.notes.append(record.getMessage())
+
+
+def _main(argv: list[str] | None, notes: list[str]) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except DlbenchError as error:
@@ -403,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         code = INTERRUPTED
     code = code if isinstance(code, int) else 0
+    if code == 0:
+        for note in notes:
+            print(f"dlbench: note: {note}", file=sys.stderr)
     if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code and returns it
         print("dlbench: interrupted", file=sys.stderr)
     return code

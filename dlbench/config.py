@@ -60,6 +60,16 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
     return dataclasses.field(default=default, metadata={"help": text})
 
 
+def field_help(cls: type, name: str) -> str:
+    """The help string of dataclass field ``cls.name`` (the one place CLI help is taken from)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``cls.name``."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _fail(where: str, key: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"{where}: {key}: {message}" if where else f"{key}: {message}")
 

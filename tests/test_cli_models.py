@@ -27,7 +27,7 @@ def test_models_lists_every_model(capsys):
     "argv, fragment",
     [
         (["models", "nope"], "unknown model 'nope'; valid choices: "),
-        (["models", "--norm", "group"], "unknown norm 'group'; valid choices: batch, layer"),
+        (["models", "--norm", "group"], "norm: unknown value 'group'; valid: batch, layer, batch-ema, batch-debiased"),
         (["models", "--hidden", "x"], "Invalid value for '--hidden'"),
         (["models", "--frobnicate"], "No such option: --frobnicate"),
     ],

@@ -151,9 +151,9 @@ def test_two_dlbench_runs_into_one_folder_at_once(tmp_path):
 
 
 def test_writer_killed_mid_run_leaves_a_readable_file(tmp_path):
-    script = ("from dlbench.rundir import RowWriter\nw = RowWriter(%r, {'run_id': 'k'})\nprint('go', flush=True)\n"
-              "i = 0\nwhile True:\n    w.write({'model': 'lru', 'metric': 'wall_s', 'value': 0.5, 'unit': 's', 'index': i, "
-              "'reason': 'x' * 2000})\n    i += 1\n") % str(tmp_path / "rows.csv")
+    script = (f"from dlbench.rundir import RowWriter\nw = RowWriter({str(tmp_path / 'rows.csv')!r}, {{'run_id': 'k'}})\n"
+              "print('go', flush=True)\ni = 0\nwhile True:\n    w.write({'model': 'lru', 'metric': 'wall_s', 'value': 0.5, "
+              "'unit': 's', 'index': i, 'reason': 'x' * 2000})\n    i += 1\n")
     writer = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "go"
     rows_csv = tmp_path / "rows.csv"
@@ -279,9 +279,9 @@ def test_resume_on_damaged_rows_is_one_line(tmp_path, error_line):
 
 
 def test_uea_file_with_zero_series_is_refused(tmp_path):
-    from dlbench.tasks.uea import check_partners
-
     import numpy as np
+
+    from dlbench.tasks.uea import check_partners
 
     with pytest.raises(DlbenchError, match="Heartbeat_TRAIN.ts: parses to zero series"):
         check_partners([Path("Heartbeat_TRAIN.ts"), Path("Heartbeat_TEST.ts")], [], [np.zeros((5, 2))])
@@ -308,3 +308,27 @@ def test_profile_scan_resume_continues_the_saved_sweep(tmp_path, capsys, error_l
     rows = read_rows([out])
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(rows.run_id) == {manifest["run_id"]} and set(rows.config_hash) == {manifest["entries"]["sweep"]["config_hash"]}
+
+
+def test_cli_model_defaults_are_the_config_defaults():
+    """`dlbench models` option defaults equal ModelConfig's (the help comes from the field)."""
+    import inspect
+
+    from dlbench.cli import models_command
+    from dlbench.config import ModelConfig, field_default
+
+    params = inspect.signature(models_command).parameters
+    for option, field in (("hidden", "hidden_dim"), ("state", "state_dim"), ("blocks", "num_blocks"), ("inputs", "num_inputs"),
+                          ("classes", "num_outputs"), ("norm", "norm")):
+        assert params[option].default == field_default(ModelConfig, field)
+
+
+def test_model_config_validates_itself():
+    from dlbench.config import ConfigError, ModelConfig
+
+    for norm in ("batch", "layer", "batch-ema", "batch-debiased"):
+        assert ModelConfig(norm=norm).norm == norm
+    with pytest.raises(ConfigError, match="hidden_dim: must be in"):
+        ModelConfig(hidden_dim=0)
+    with pytest.raises(ConfigError, match="dropout: must be a finite number"):
+        ModelConfig(dropout=float("nan"))
