@@ -67,10 +67,15 @@ def test_resume_skips_measured_cells(tmp_path):
     with pytest.raises(Exception, match="--resume"):
         run_sweep(first, tmp_path, plot=False)
     more = small(lengths=(16, 32, 48), modes=("fwd",), isolate=False)
-    rows = read_rows([run_sweep(more, tmp_path, resume=True, plot=False)])
+    with pytest.raises(Exception, match=r"settings differ.*lengths: \[16, 32\] in .*, \[16, 32, 48\] now"):
+        run_sweep(more, tmp_path, resume=True, plot=False)  # a resume continues the saved sweep, never another
+    # A cell that never ended (its cell_s row missing: the writer was killed) is measured again.
+    lines = (tmp_path / "rows.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "rows.csv").write_text("".join(lines[:-1]))
+    rows = read_rows([run_sweep(first, tmp_path, resume=True, plot=False)])
     done = rows[rows.metric == "cell_s"]
-    assert sorted(done.seq_len.astype(int)) == [16, 32, 48]
-    assert rows.run_id.nunique() == 1
+    assert sorted(done.seq_len.astype(int)) == [16, 32]
+    assert rows.run_id.nunique() == 1 and len(rows[(rows.metric == "wall_s") & (rows.seq_len == 32)]) == first.repeats
 
 
 @pytest.mark.parametrize(

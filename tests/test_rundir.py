@@ -332,3 +332,14 @@ def test_model_config_validates_itself():
         ModelConfig(hidden_dim=0)
     with pytest.raises(ConfigError, match="dropout: must be a finite number"):
         ModelConfig(dropout=float("nan"))
+
+
+def test_run_scan_rows_carry_the_suite_and_the_folder_run_id(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sets = ["sweep.models=['lru']", "sweep.lengths=[8]", "sweep.hidden=4", "sweep.state=2", "sweep.modes=['fwd']",
+            "sweep.repeats=1", "sweep.min_time=0.0", "sweep.isolate=false", "sweep.bandwidth=false"]
+    assert main(["run", "scan", *[a for s in sets for a in ("--set", s)]]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    rows = read_rows([folder])
+    assert set(rows.suite) == {"scan"} and folder.name == f"scan-{rows.run_id.iloc[0]}" and rows.run_id.nunique() == 1
+    assert json.loads((folder / "manifest.json").read_text())["suite"] == "scan"
