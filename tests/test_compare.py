@@ -65,9 +65,9 @@ def test_faster_run_and_new_oom(tmp_path, capsys):
 def write_training(path, accuracies):
     w = RowWriter(path, defaults={"run_id": "t", "suite": "smoke", "task": "BasicMotions", "model": "dlinoss"})
     for seed, acc in enumerate(accuracies):
-        w.write({"seed": seed, "metric": "val_accuracy", "value": 0.1, "unit": "1", "index": 0})
-        w.write({"seed": seed, "metric": "test_accuracy", "value": acc, "unit": "1"})
-        w.write({"seed": seed, "metric": "param_count", "value": 1000, "unit": "1"})
+        w.write({"seed": seed, "metric": "val_accuracy", "value": 0.1, "unit": "fraction", "index": 0})
+        w.write({"seed": seed, "metric": "test_accuracy", "value": acc, "unit": "fraction"})
+        w.write({"seed": seed, "metric": "param_count", "value": 1000, "unit": "count"})
     return path
 
 

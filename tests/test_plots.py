@@ -36,8 +36,8 @@ def train_rows(tmp_path_factory):
         for seed in (0, 1):
             for step in range(0, 100, 10):
                 w.write({"model": model, "seed": seed, "metric": "train_loss", "value": 1 / (1 + step + seed),
-                         "unit": "1", "index": step})  # fmt: skip
-                w.write({"model": model, "seed": seed, "metric": "val_accuracy", "value": step / 100, "unit": "1",
+                         "unit": "nats", "index": step})  # fmt: skip
+                w.write({"model": model, "seed": seed, "metric": "val_accuracy", "value": step / 100, "unit": "fraction",
                          "index": step})  # fmt: skip
     return path
 
@@ -71,9 +71,8 @@ def test_plot_training(train_rows, tmp_path):
     figure = report.plot_training(read_rows([train_rows]), out)
     assert out.stat().st_size > 20_000
     labels = _labels(figure)
-    assert ("training step", "train loss (1)", "linear", "log") not in labels  # unit "1" is not printed
-    assert ("training step", "train loss", "linear", "log") in labels
-    assert ("training step", "val accuracy", "linear", "linear") in labels
+    assert ("training step", "train loss (nats)", "linear", "log") in labels  # the rows' unit (vocabulary)
+    assert ("training step", "val accuracy (fraction)", "linear", "linear") in labels
 
 
 def test_plot_cli_default_path_and_errors(scan_rows, train_rows, capsys):

@@ -25,11 +25,11 @@ def write_training(path):
             c = {"model": model, "seed": seed}
             for step, t in enumerate(STEP_TIMES):
                 w.write({**c, "metric": "step_time_s", "value": t, "unit": "s", "index": step})
-                w.write({**c, "metric": "train_loss", "value": 1.0 / (step + 1), "unit": "1", "index": step})
-            w.write({**c, "metric": "param_count", "value": 4356, "unit": "1"})
-            w.write({**c, "metric": "test_accuracy", "value": acc, "unit": "1"})
+                w.write({**c, "metric": "train_loss", "value": 1.0 / (step + 1), "unit": "nats", "index": step})
+            w.write({**c, "metric": "param_count", "value": 4356, "unit": "count"})
+            w.write({**c, "metric": "test_accuracy", "value": acc, "unit": "fraction"})
     # A third model whose only seed diverged: listed, ranked last, counted as failed.
-    w.write({"model": "lru", "seed": 0, "metric": "train_loss", "status": "nan", "reason": "loss is nan", "unit": "1"})
+    w.write({"model": "lru", "seed": 0, "metric": "train_loss", "status": "nan", "reason": "loss is nan", "unit": "nats"})
     return path
 
 
