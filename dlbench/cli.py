@@ -59,7 +59,7 @@ def models_command(
 ) -> None:
     """List registered models with their layer, options and parameter count."""
     from dlbench.models import ModelConfig
-    from dlbench.report import models_table
+    from dlbench.catalog import models_table
 
     config = ModelConfig(
         num_inputs=inputs, hidden_dim=hidden, state_dim=state, num_blocks=blocks, num_outputs=classes, norm=norm
