@@ -13,6 +13,7 @@ Nothing in ``dlbench.report`` imports JAX, Flax or a layer: it only reads rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ FAILED_STATUSES = ("oom", "timeout", "nan", "error")
 # Training metrics in preference order for the leaderboard when --metric is not given.
 LEADERBOARD_METRICS = ("test_accuracy", "test_mse", "test_rmse", "test_mae", "val_accuracy", "val_loss", "train_loss")
 # Short labels for cell keys in tables, legends and messages.
-KEY_LABELS: dict[str, str] = {"seq_len": "L={}", "batch": "B={}", "hidden": "H={}", "state": "P={}", "blocks": "blocks={}"}
+KEY_LABELS: dict[str, str] = {"seq_len": "L={}", "batch": "B={}", "hidden": "H={}", "state": "P={}", "blocks": "blocks={}", "devices": "devices={}"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -60,9 +61,42 @@ def _varying(keys: pd.DataFrame, always: Iterable[str] = ()) -> list[str]:
     return always + [c for c in keys.columns if c not in always and keys[c].nunique() > 1]
 
 
+def layer_options_text(text: str) -> str:
+    """``layer_options`` for people: the JSON object as ``key=value`` pairs, without the backend keys
+    (``scan``, ``resolved_scan``), which the backend label shows. Non-JSON text is returned as is."""
+    if not text.startswith("{"):
+        return text
+    try:
+        options = json.loads(text)
+    except ValueError:
+        return text
+    return " ".join(f"{k}={v}" for k, v in sorted(options.items()) if k not in ("scan", "resolved_scan"))
+
+
+def resolved_backend(key: Mapping[str, str]) -> str:
+    """The backend a cell ran: ``auto->blocked`` where ``auto`` resolved to a concrete scan (the
+    ``resolved_scan`` the layer records in ``layer_options``), else the backend as written."""
+    backend = key.get("backend", "")
+    options = key.get("layer_options", "")
+    if options.startswith("{"):
+        try:
+            resolved = json.loads(options).get("resolved_scan", "")
+        except ValueError:
+            resolved = ""
+        if resolved and resolved != backend:
+            return f"{backend}->{resolved}" if backend else str(resolved)
+    return backend
+
+
 def cell_label(key: Mapping[str, str], shown: Sequence[str]) -> str:
-    """A compact name for a cell such as ``dlinoss chunked L=50000 fwd``."""
-    parts = [KEY_LABELS.get(k, "{}").format(key[k]) for k in shown if key.get(k, "")]
+    """A compact name for a cell such as ``dlinoss chunked L=50000 fwd`` (layer options as key=value,
+    ``auto`` with the backend it resolved to)."""
+    display = {**key}
+    if "layer_options" in key:
+        display["layer_options"] = layer_options_text(key["layer_options"])
+    if "backend" in key:
+        display["backend"] = resolved_backend(key)
+    parts = [KEY_LABELS.get(k, "{}").format(display[k]) for k in shown if display.get(k, "")]
     return " ".join(parts) or "(all rows)"
 
 
@@ -84,6 +118,8 @@ def sections(found: Iterable[Cell]) -> list[tuple[str, list[tuple[str, Cell]]]]:
     out = []
     for section, members in groups.items():
         keys = pd.DataFrame([{k: v for k, v in c.key.items() if k not in SECTION_KEYS} for c in members])
+        if "backend" in keys:  # `auto` resolving to different scans per model is worth a label
+            keys["backend"] = [resolved_backend(c.key) for c in members]
         shown = _varying(keys.drop(columns=["metric", "source"]), always=("model",))
         title = cell_label(dict(zip(SECTION_KEYS, section, strict=True)), SECTION_KEYS)
         out.append((title, [(cell_label(c.key, shown), c) for c in members]))
@@ -158,15 +194,19 @@ def _bytes(x: float) -> str:
 UNIT_FORMATS: dict[str, Callable[[float], str]] = {
     "s": _seconds,
     "bytes": _bytes,
-    "bytes/s": lambda x: _bytes(x) + "/s",
+    "bytes/s": lambda x: f"{x / 1e9:.3g} GB/s",  # decimal, as `profile bandwidth` and the sweep print it
     "tokens/s": lambda x: f"{x:.3g} tok/s",
 }
+
+
+# Units printed without a suffix: dimensionless numbers (the column or metric name says what they are).
+BARE_UNITS = frozenset({"", "1", "fraction", "count"})
 
 
 def format_value(value: float | None, unit: str = "") -> str:
     """A human-readable value in its unit (seconds scaled to ms/µs, bytes to KiB/MiB/GiB)."""
     if value is None or not np.isfinite(value):
         return "-"
-    return UNIT_FORMATS.get(unit, lambda x: f"{x:.4g}" + (f" {unit}" if unit and unit != "1" else ""))(float(value))
+    return UNIT_FORMATS.get(unit, lambda x: f"{x:.4g}" + (f" {unit}" if unit not in BARE_UNITS else ""))(float(value))
 
 

@@ -55,80 +55,60 @@ class Gate:
         return f"{self.statistic}:{100 * self.threshold:g}%"
 
 
-def _exact_u_pvalue(u: float, n1: int, n2: int) -> float:
-    """Two-sided exact p-value of U (no ties): counts of rank arrangements by dynamic programming."""
-    # counts[i][j] is the distribution of U for sizes (i, j); f(i,j,u) = f(i-1,j,u-j) + f(i,j-1,u).
-    counts = [[None] * (n2 + 1) for _ in range(n1 + 1)]
-    for i in range(n1 + 1):
-        for j in range(n2 + 1):
-            if i == 0 or j == 0:
-                counts[i][j] = np.ones(1)
-                continue
-            dist = np.zeros(i * j + 1)
-            dist[j : j + len(counts[i - 1][j])] += counts[i - 1][j]
-            dist[: len(counts[i][j - 1])] += counts[i][j - 1]
-            counts[i][j] = dist
-    dist = counts[n1][n2] / counts[n1][n2].sum()
-    low = min(u, n1 * n2 - u)
-    return float(min(1.0, 2 * dist[: int(math.floor(low)) + 1].sum()))
-
-
-def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> float:
-    """Two-sided Mann-Whitney U p-value: exact for small samples without ties, else the normal
-    approximation with tie and continuity corrections (same conventions as scipy.stats.mannwhitneyu)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
+def smallest_p_value(n_base: int, n_new: int) -> float:
+    """The smallest two-sided p-value a rank test can give with these sample sizes: the most extreme
+    arrangement (every NEW sample beyond every BASE sample) has probability 1 / C(n_base + n_new, n_new)
+    in each tail. 2 vs 2 samples: 2/6 = 0.33, so no difference can be significant at 0.05."""
+    if n_base == 0 or n_new == 0:
         return math.nan
-    combined = np.concatenate([x, y])
-    ranks = pd.Series(combined).rank(method="average").to_numpy()
-    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
-    _, tie_counts = np.unique(combined, return_counts=True)
-    ties = bool((tie_counts > 1).any())
-    if not ties and max(n1, n2) <= 8:  # scipy's rule for method='auto'
-        return _exact_u_pvalue(u, n1, n2)
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - ((tie_counts**3 - tie_counts).sum()) / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0  # every value equal: no evidence of a difference
-    z = (abs(u - n1 * n2 / 2) - 0.5) / math.sqrt(variance)
-    return float(min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2))))
+    return min(1.0, 2.0 / math.comb(n_base + n_new, n_new))
+
+
+def testable(n_base: int, n_new: int, alpha: float) -> bool:
+    """Whether a Mann-Whitney U test on samples of these sizes can reach p < ``alpha`` at all."""
+    return bool(smallest_p_value(n_base, n_new) < alpha)
 
 
 def significance(base: np.ndarray, new: np.ndarray) -> float:
-    """Two-sided Mann-Whitney U p-value (scipy if installed, else :func:`mann_whitney_u`)."""
+    """Two-sided Mann-Whitney U p-value of NEW against BASE (scipy.stats.mannwhitneyu: exact for small
+    samples without ties, else the normal approximation with tie and continuity corrections)."""
+    from scipy.stats import mannwhitneyu
+
     if len(base) == 0 or len(new) == 0:
         return math.nan
     if np.array_equal(np.sort(base), np.sort(new)):
-        return 1.0
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
-        return mann_whitney_u(base, new)
+        return 1.0  # identical samples (a run compared with itself); scipy warns on zero variance
     return float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
 
 
 def bootstrap_ratio_ci(
     base: np.ndarray, new: np.ndarray, statistic: str = "median", level: float = 0.95, n_boot: int = 2000
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of stat(new)/stat(base), resampling each run independently (fixed seed,
-    so the same inputs always give the same interval)."""
-    if len(base) == 0 or len(new) == 0:
+    """Percentile bootstrap CI (scipy.stats.bootstrap) of stat(new)/stat(base), resampling each run
+    independently, with a fixed seed so the same inputs always give the same interval. NaN when a
+    side has fewer than two samples (one value has no spread to resample)."""
+    from scipy.stats import bootstrap
+
+    if len(base) < 2 or len(new) < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(0)
     stat = STATISTICS[statistic]
-    b = stat(rng.choice(base, size=(n_boot, len(base))), axis=1)
-    n = stat(rng.choice(new, size=(n_boot, len(new))), axis=1)
+
+    def ratio(n: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return stat(n, axis=axis) / stat(b, axis=axis)
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = n / b
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(ratios, [tail, 100 - tail])
+        result = bootstrap(
+            (np.asarray(new, float), np.asarray(base, float)), ratio, n_resamples=n_boot, confidence_level=level,
+            method="percentile", vectorized=True, paired=False, rng=np.random.default_rng(0),
+        )  # fmt: skip
+    low, high = result.confidence_interval
     return float(low), float(high)
 
 
 COMPARE_COLUMNS = (
     "section", "cell", "metric", "unit", "n_base", "n_new", "base", "new", "ratio", "ci_low", "ci_high", "p_value",
-    "significant", "verdict", "gate_failed",
+    "testable", "significant", "verdict", "gate_failed",
 )  # fmt: skip
 
 
@@ -144,8 +124,10 @@ def compare(
     default) with a (1 - alpha) bootstrap CI, and a Mann-Whitney U p-value on the raw samples.
 
     A cell fails the gate when it got worse by more than the threshold (in the metric's direction,
-    see :data:`HIGHER_IS_BETTER`) and p < alpha, or when it now fails (oom, timeout...) and did not
-    before. Returns the comparison (``COMPARE_COLUMNS``) and counts of unmatched cells.
+    see :data:`HIGHER_IS_BETTER`) and p < alpha; when it now fails (oom, timeout...) and did not
+    before; and, where the sample sizes cannot reach p < alpha at all (:func:`testable`: 2 vs 2
+    samples give p >= 0.33), when the point estimate alone is worse by more than the threshold, with
+    the verdict "not testable with n=2; ratio 2.0x". Returns the comparison (``COMPARE_COLUMNS``) and counts of unmatched cells.
     """
     statistic = gate.statistic if gate else "median"
     stat = STATISTICS[statistic]
@@ -176,8 +158,11 @@ def compare(
             row["ratio"] = row["new"] / row["base"] if row["base"] else math.nan
         row["ci_low"], row["ci_high"] = bootstrap_ratio_ci(b.samples, n.samples, statistic, 1 - alpha)
         row["p_value"] = significance(b.samples, n.samples)
+        row["testable"] = testable(len(b.samples), len(n.samples), alpha)
         row["significant"] = bool(row["p_value"] < alpha)
-        worse = row["ratio"] < 1 if higher_is_better(metric) else row["ratio"] > 1
+        # Positive = worse by this fraction, in the metric's direction.
+        change = 1 - row["ratio"] if higher_is_better(metric) else row["ratio"] - 1
+        beyond = gate is not None and bool(change > gate.threshold)
         row["gate_failed"] = False
         if len(b.samples) and not len(n.samples):
             row["verdict"] = "now " + "/".join(n.failures or {"missing": ""})
@@ -186,13 +171,17 @@ def compare(
             row["verdict"] = "was " + "/".join(b.failures or {"missing": ""})
         elif metric in NEUTRAL_METRICS:
             row["verdict"] = "same" if row["ratio"] == 1 else "changed"
+        elif not row["testable"]:
+            # No test on these sample sizes can reach alpha: say so, and gate on the point estimate
+            # (a gate that cannot fail is no gate).
+            sizes = f"{len(b.samples)}" if len(b.samples) == len(n.samples) else f"{len(b.samples)} vs {len(n.samples)}"
+            row["verdict"] = f"not testable with n={sizes}; ratio {row['ratio']:.3g}x"
+            row["gate_failed"] = beyond
         elif not row["significant"]:
             row["verdict"] = "n.s."
         else:
-            row["verdict"] = "worse" if worse else "better"
-            if gate is not None and worse:
-                change = 1 - row["ratio"] if higher_is_better(metric) else row["ratio"] - 1
-                row["gate_failed"] = bool(change > gate.threshold)
+            row["verdict"] = "worse" if change > 0 else "better"
+            row["gate_failed"] = beyond and change > 0
         out.append(row)
     unmatched = {"only_base": len(set(base_cells) - set(new_cells)), "only_new": len(set(new_cells) - set(base_cells))}
     return pd.DataFrame(out, columns=list(COMPARE_COLUMNS)), unmatched
@@ -252,8 +241,11 @@ def compare_runs(
     alpha: float = 0.01,
     metrics: Sequence[str] | None = None,
     console: Console | None = None,
+    fmt: str | None = None,
 ) -> pd.DataFrame:
-    """Read, compare and print two runs; raise :class:`GateFailed` (exit 1) naming the failing cells."""
+    """Read, compare and print two runs (``fmt``: table, plain, csv or json, see
+    :mod:`dlbench.report.render`); raise :class:`GateFailed` (exit 1) naming the failing cells."""
+    from dlbench.report.render import render, resolve_format
     from dlbench.results import read_rows
 
     if not 0 < alpha < 1:
@@ -261,17 +253,20 @@ def compare_runs(
     gate = Gate.parse(fail_if) if fail_if else None
     result, unmatched = compare(read_rows(base_paths), read_rows(new_paths), gate=gate, alpha=alpha, metrics=metrics)
     console = console or Console()
-    for table in compare_tables(result, gate.statistic if gate else "median", alpha):
-        console.print(table)
+    fmt = resolve_format(fmt, console)
+    render(compare_tables(result, gate.statistic if gate else "median", alpha), fmt, console, frame=result)
     if unmatched["only_base"] or unmatched["only_new"]:
-        console.print(
-            f"[yellow]warning:[/] unmatched cells: {unmatched['only_base']} only in BASE, "
-            f"{unmatched['only_new']} only in NEW"
-        )
+        # On stderr for csv/json, so that standard output stays parseable.
+        message = (f"warning: unmatched cells: {unmatched['only_base']} only in BASE, "
+                   f"{unmatched['only_new']} only in NEW")  # fmt: skip
+        (Console(stderr=True) if fmt in ("csv", "json") else console).print(message, highlight=False)
     failed = result[result["gate_failed"]]
     if len(failed):
-        named = [f"{r.section}: {r.cell} {r.metric} ({r.verdict}" + (f", x{r.ratio:.3g})" if math.isfinite(r.ratio) else ")")
-                 for r in failed.itertuples()]
+        named = [
+            f"{r.section}: {r.cell} {r.metric} ({r.verdict}"
+            + (f", x{r.ratio:.3g})" if math.isfinite(r.ratio) and "ratio" not in r.verdict else ")")
+            for r in failed.itertuples()
+        ]
         more = f"; and {len(named) - 10} more (see the table)" if len(named) > 10 else ""
         raise GateFailed(f"gate {gate} failed for {len(failed)} cell(s): {'; '.join(named[:10])}{more}")
     return result
