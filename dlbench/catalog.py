@@ -45,3 +45,5 @@ def models_table(names: Sequence[str] | None, config: ModelConfig) -> Table:
         f"{spec.name}: {spec.description}" + (f" (n/a here: {unbuildable[spec.name]})" if spec.name in unbuildable else "")
         for spec in specs
     )
+    table.caption_justify = "left"
+    return table

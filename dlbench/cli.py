@@ -22,6 +22,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 console = Console()
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="table, plain, csv or json (default: table in a terminal, plain otherwise).")
+]
 
 
 def _print_version(value: bool) -> None:
@@ -56,15 +59,18 @@ def models_command(
     inputs: Annotated[int, typer.Option(help="Input channels.")] = 1,
     classes: Annotated[int, typer.Option(help="Output classes.")] = 10,
     norm: Annotated[str, typer.Option(help="Normalisation: batch or layer.")] = "batch",
+    format: FormatOption = None,
 ) -> None:
     """List registered models with their layer, options and parameter count."""
-    from dlbench.models import ModelConfig
     from dlbench.catalog import models_table
+    from dlbench.models import ModelConfig
 
     config = ModelConfig(
         num_inputs=inputs, hidden_dim=hidden, state_dim=state, num_blocks=blocks, num_outputs=classes, norm=norm
     )
-    console.print(models_table(names or None, config))
+    from dlbench.report.render import render
+
+    render(models_table(names or None, config), format, console)
 
 
 # --- profile commands (dlbench profile ...) ---
@@ -211,11 +217,12 @@ def run_command(
 
 
 @app.command("suites")
-def suites_command() -> None:
+def suites_command(format: FormatOption = None) -> None:
     """List the suites: name, kind, description, models and tasks."""
+    from dlbench.report.render import render
     from dlbench.suite import suites_table
 
-    console.print(suites_table())
+    render(suites_table(), format, console)
 
 # --- export / compare / plot / show / merge commands ---
 
@@ -239,9 +246,15 @@ def export_leaderboard_command(
     """Leaderboards: per task mean ± std over seeds beside the published numbers; tokens/s per length."""
     from pathlib import Path
 
+    from dlbench.errors import check_choice
     from dlbench.report import export_leaderboard
     from dlbench.results import read_rows
 
+    if out is not None:  # never write one format under another's name (x.html holding Markdown)
+        suffix = Path(out).suffix.lower() or "(none)"
+        check_choice("--out file type", suffix, _EXPORT_SUFFIXES)
+        if format is not None and _EXPORT_SUFFIXES[suffix] != format:
+            raise DlbenchError(f"--format {format} does not match --out {out} (a {_EXPORT_SUFFIXES[suffix]} file name)")
     fmt = format or _EXPORT_SUFFIXES.get(Path(out).suffix.lower() if out else "", "md")
     text = export_leaderboard(read_rows(results), fmt, metric=metric, kind=kind)
     if out is None:
@@ -261,11 +274,12 @@ def compare_command(
     ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test and CI.")] = 0.01,
     metric: Annotated[list[str] | None, typer.Option(help="Only these metrics (repeatable).")] = None,
+    format: FormatOption = None,
 ) -> None:
     """Compare matching cells of two runs: ratio of medians, CI, Mann-Whitney U; gate for CI."""
     from dlbench.report import compare_runs
 
-    compare_runs([base], [new], fail_if=fail_if, alpha=alpha, metrics=metric or None, console=console)
+    compare_runs([base], [new], fail_if=fail_if, alpha=alpha, metrics=metric or None, console=console, fmt=format)
 
 
 @app.command("plot")
@@ -283,11 +297,23 @@ def plot_command(
 @app.command("show")
 def show_command(
     results: Annotated[list[str], typer.Argument(help="Result CSV files or directories.")],
+    format: FormatOption = None,
 ) -> None:
     """Summarise a run: median ± IQR per cell, range, n, and warnings (outliers, slow first run, failures)."""
     from dlbench.report import show
 
-    show(results, console=console)
+    show(results, console=console, fmt=format)
+
+
+@app.command("report")
+def report_command(
+    results: Annotated[list[str], typer.Argument(help="Run directories (or result CSV files), one section each.")],
+    out: Annotated[str, typer.Option(help="The HTML file to write (one self-contained page).")] = "report.html",
+) -> None:
+    """One self-contained HTML page per set of runs: leaderboards, plots, warnings, provenance."""
+    from dlbench.report.html import write_report
+
+    console.print(f"wrote {write_report(results, out)}")
 
 
 @app.command("merge")

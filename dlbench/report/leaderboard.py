@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 
 from dlbench.errors import DlbenchError, check_choice
-from dlbench.report.cells import FAILED_STATUSES, LEADERBOARD_METRICS, _key_text, cells, format_value, higher_is_better
+from dlbench.report.cells import (
+    FAILED_STATUSES,
+    LEADERBOARD_METRICS,
+    _key_text,
+    cells,
+    format_value,
+    higher_is_better,
+    resolved_backend,
+)  # fmt: skip
 from dlbench.report.published import DISPLAY_SCALES, published
 
 TRAINING_COLUMNS = (
@@ -125,6 +133,16 @@ def _preferred_peak(peak: pd.DataFrame) -> pd.DataFrame:
     return peak[rank == rank.min()]
 
 
+CI_COLUMNS = ("wall_s_ci_low", "wall_s_ci_high")
+# Columns of the throughput board beyond THROUGHPUT_COLUMNS, used by the displays, not in the CSV (yet).
+THROUGHPUT_EXTRAS = (*CI_COLUMNS, "relative_ci_low", "relative_ci_high", "resolved_backend")
+
+
+def _ok_median(group: pd.DataFrame, metric: str) -> float:
+    values = group.loc[(group["metric"] == metric) & (group["status"] == "ok"), "value"].astype(float)
+    return float(values.median()) if len(values) else math.nan
+
+
 def _throughput_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Per profile cell (target, mode, dtype, sizes, length, model, backend): median tokens/s of the ok
     ``wall_s`` repeats, their count, median wall time and the cell's worst status."""
@@ -157,9 +175,18 @@ def _throughput_frame(rows: pd.DataFrame) -> pd.DataFrame:
                 "peak_bytes": float(peak["value"].max()) if len(peak) else math.nan,
                 "peak_source": str(_first_valid(peak["source"]) or "") if len(peak) else "",
                 "bandwidth_fraction": float(fraction.median()) if len(fraction) else math.nan,
+                # Display-only extras (not in the CSV): the cell's 95% CI of its median wall time where
+                # the timing loop recorded one, and the backend ``auto`` resolved to.
+                **{m: _ok_median(group, m) for m in CI_COLUMNS},
+                "resolved_backend": resolved_backend({"backend": key_map["backend"],
+                                                      "layer_options": str(_first_valid(group["layer_options"]) or "")
+                                                      if "layer_options" in group else ""}),  # fmt: skip
             }
         )
-    frame = pd.DataFrame(out, columns=[c for c in THROUGHPUT_COLUMNS if c not in ("relative_to_fastest", "fastest")])
+    frame = pd.DataFrame(
+        out, columns=[*(c for c in THROUGHPUT_COLUMNS if c not in ("relative_to_fastest", "fastest")), *CI_COLUMNS,
+                      "resolved_backend"]
+    )  # fmt: skip
     for column in ("batch", "hidden", "state", "seq_len"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame
@@ -171,13 +198,21 @@ def throughput_leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
     ``THROUGHPUT_COLUMNS``."""
     frame = _throughput_frame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=list(THROUGHPUT_COLUMNS))
+        return pd.DataFrame(columns=[*THROUGHPUT_COLUMNS, *THROUGHPUT_EXTRAS])
     group = ["target", "mode", "dtype", "batch", "hidden", "state", "seq_len", "model"]
     best = frame.groupby(group, dropna=False)["tokens_per_s"].transform("max")
     frame["relative_to_fastest"] = frame["tokens_per_s"] / best
     frame["fastest"] = frame["tokens_per_s"].notna() & (frame["tokens_per_s"] == best)
     frame = frame.sort_values(["target", "mode", "dtype", "batch", "hidden", "state", "seq_len", "model", "backend"])
-    return frame[list(THROUGHPUT_COLUMNS)].reset_index(drop=True)
+    # x fastest's interval from the two cells' CIs of their median wall time (tokens/s ratio = inverse
+    # wall-time ratio): [best_low / cell_high, best_high / cell_low]; NaN where a CI is missing.
+    fastest = frame.assign(
+        _low=frame["wall_s_ci_low"].where(frame["fastest"]), _high=frame["wall_s_ci_high"].where(frame["fastest"])
+    ).groupby(group, dropna=False)
+    frame["relative_ci_low"] = fastest["_low"].transform("min") / frame["wall_s_ci_high"]
+    frame["relative_ci_high"] = fastest["_high"].transform("max") / frame["wall_s_ci_low"]
+    # THROUGHPUT_COLUMNS first (the CSV), then the display-only extras.
+    return frame[[*THROUGHPUT_COLUMNS, *THROUGHPUT_EXTRAS]].reset_index(drop=True)
 
 
 def leaderboards(rows: pd.DataFrame, kind: str = "auto", metric: str | None = None) -> dict[str, pd.DataFrame]:
@@ -246,17 +281,28 @@ def _throughput_display(board: pd.DataFrame, latex: bool) -> dict[str, list[list
         ["target", "mode", "dtype", "batch", "hidden", "state"], sort=True, dropna=False
     ):
         title = f"profile scan: target={target} mode={mode} dtype={dtype} B={batch} H={hidden} P={state}"
-        header = ["length", "model", "backend", "tokens/s", "x fastest", "median wall", "repeats", "peak memory", "status"]
+        extras = frame if "resolved_backend" in frame else None
+        has_ci = extras is not None and bool(np.isfinite(extras["wall_s_ci_low"].astype(float)).any())
+        header = ["length", "model", "backend", "tokens/s", "x fastest", "median wall", *(["95% CI"] if has_ci else []),
+                  "repeats", "peak memory", "status"]  # fmt: skip
         body = []
         for r in frame.itertuples():
+            x = extras.loc[r.Index] if extras is not None else None
+            backend = x["resolved_backend"] if x is not None and x["resolved_backend"] else r.backend
+            ratio = f"{r.relative_to_fastest:.2f}" if np.isfinite(r.relative_to_fastest) else "-"
+            ci = "-"
+            if has_ci and np.isfinite([x["wall_s_ci_low"], x["wall_s_ci_high"]]).all():
+                ci = f"[{format_value(x['wall_s_ci_low'], 's')}, {format_value(x['wall_s_ci_high'], 's')}]"
+                if not r.fastest and np.isfinite([x["relative_ci_low"], x["relative_ci_high"]]).all():
+                    ratio += f" [{x['relative_ci_low']:.2f}, {x['relative_ci_high']:.2f}]"
             speed = f"{r.tokens_per_s:,.0f}" if np.isfinite(r.tokens_per_s) else "-"
             if r.fastest:  # the fastest backend of this model at this length
                 speed = rf"\textbf{{{speed}}}" if latex else f"**{speed}**"
             body.append(
                 [
-                    "-" if pd.isna(r.seq_len) else f"{r.seq_len:,}", r.model, r.backend, speed,
-                    f"{r.relative_to_fastest:.2f}" if np.isfinite(r.relative_to_fastest) else "-",
-                    format_value(r.wall_s_median, "s"), str(r.repeats), format_value(r.peak_bytes, "bytes"), r.status,
+                    "-" if pd.isna(r.seq_len) else f"{r.seq_len:,}", r.model, backend, speed, ratio,
+                    format_value(r.wall_s_median, "s"), *([ci] if has_ci else []), str(r.repeats),
+                    format_value(r.peak_bytes, "bytes"), r.status,
                 ]  # fmt: skip
             )
         tables[title] = [header, *body]
@@ -321,6 +367,7 @@ def export_leaderboard(
         if len(boards) > 1:
             raise DlbenchError("these rows hold both training and profile results; pick one with --kind for CSV")
         (board,) = boards.values()
+        board = board[[c for c in board.columns if c not in THROUGHPUT_EXTRAS]]
         return board.to_csv(index=False, float_format="%.10g")
     writers = {"md": _markdown, "latex": _latex}
     return "\n".join(writers[fmt](DISPLAYS[k](b, fmt == "latex"), NOTES[k]) for k, b in boards.items())
