@@ -101,6 +101,7 @@ def _line_plot(
                             ms=9, mew=2, color=colours[line], transform=ax.get_xaxis_transform())  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_ticks(ax, sorted(frame["seq_len"].dropna().astype(float).unique()))
         ax.margins(y=0.15)  # room at the bottom for the failed-cell markers
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel(ylabel)
@@ -119,6 +120,35 @@ def _line_plot(
     return figure
 
 
+def _plain_number(value: float, _position: object = None) -> str:
+    """A tick label as a plain number: 64, 1,024, 0.5 (never 6x10^1)."""
+    if value >= 1:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _plain_ticks(ax, lengths: Sequence[float]) -> None:
+    """Log axes labelled in plain numbers: x ticks at the measured lengths (at most ~8 of them), y ticks
+    at the decades and their 2x/5x steps."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if len(lengths):
+        step = max(1, math.ceil(len(lengths) / 8))
+        ax.set_xticks(list(lengths[::step]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _with_resolved_backend(frame: pd.DataFrame) -> pd.DataFrame:
+    """Legends name the backend a cell ran: ``auto->blocked`` rather than ``auto``."""
+    if "resolved_backend" in frame:
+        frame = frame.assign(backend=frame["resolved_backend"].where(frame["resolved_backend"] != "", frame["backend"]))
+    return frame
+
+
 def _subtitle(rows: pd.DataFrame) -> str:
     parts = []
     for column, fmt in (("batch", "B={}"), ("hidden", "H={}"), ("state", "P={}"), ("dtype", "{}"), ("device_kind", "{}")):
@@ -132,7 +162,7 @@ def plot_throughput(rows: pd.DataFrame, path: str | Path | None = None):
     """Log-log tokens/s (median over repeats) against sequence length, one line per model/backend and
     one panel per mode; failed cells (oom, timeout...) marked at the bottom. Saves a PNG to ``path``
     (if given) and returns the matplotlib Figure."""
-    frame = _throughput_frame(rows)
+    frame = _with_resolved_backend(_throughput_frame(rows))
     if frame.empty:
         raise DlbenchError("no profile scan rows (task 'scan') to plot")
     return _line_plot(frame, "tokens_per_s", "throughput (tokens/s)", f"scan throughput ({_subtitle(rows)})", path)
@@ -155,10 +185,23 @@ def plot_memory(rows: pd.DataFrame, path: str | Path | None = None):
     fail = fail.drop_duplicates().merge(sources, on=["model", "backend"], how="inner").assign(value=math.nan)
     frame = pd.concat([frame.assign(status="ok"), fail], ignore_index=True)
     frame["seq_len"] = pd.to_numeric(frame["seq_len"])
+    resolved = _throughput_frame(rows)[["model", "backend", "resolved_backend"]].drop_duplicates(["model", "backend"])
+    frame = _with_resolved_backend(frame.merge(resolved, on=["model", "backend"], how="left").fillna({"resolved_backend": ""}))
     return _line_plot(
         frame, "value", "peak memory (MiB)", f"peak memory ({_subtitle(rows)})", path,
         line_keys=("model", "backend", "source"), yscale=1 / 2**20,
     )  # fmt: skip
+
+
+REGRESSION_METRICS = frozenset({"val_mse", "val_rmse", "val_mae", "test_mse", "test_rmse", "test_mae"})
+
+
+def _curve_unit(task_rows: pd.DataFrame, metric: str, unit: str) -> str:
+    """The unit to label a curve with. A loss of a regression task is a squared error in (normalised)
+    target units, never "nats", whatever older rows recorded."""
+    if metric.endswith("_loss") and unit == "nats" and task_rows["metric"].isin(REGRESSION_METRICS).any():
+        return "target^2"
+    return unit
 
 
 TRAINING_CURVES = ("train_loss", "val_loss", "val_accuracy", "val_mse", "val_rmse")
@@ -175,19 +218,28 @@ def plot_training(rows: pd.DataFrame, path: str | Path | None = None):
     # One row of panels per task, one column per curve metric.
     figure, axes = _figure(len(panels), width=5.2, height=4.0, n_rows=rows["task"].nunique())
     colours = _colours(rows["model"].dropna())
+    notes: set[str] = set()
     for ax, (task, metric) in zip(axes, panels, strict=True):
         part = rows[(rows["task"] == task) & (rows["metric"] == metric)]
         for model, curve in part.groupby("model", sort=True):
             per_step = curve.groupby("index")["value"].agg(["mean", "min", "max"]).sort_index()
             steps = per_step.index.to_numpy(float)
-            ax.plot(steps, per_step["mean"], color=colours[model], label=f"{model} ({curve['seed'].nunique()} seeds)")
+            single = len(steps) == 1  # one evaluation: a line of one point draws nothing
+            label = f"{model} ({curve['seed'].nunique()} seeds)" + (", one point" if single else "")
+            ax.plot(steps, per_step["mean"], color=colours[model], label=label, marker="o" if single else None)
+            if single:
+                notes.add("one evaluation point: drawn as a marker")
             ax.fill_between(steps, per_step["min"], per_step["max"], color=colours[model], alpha=0.2, lw=0)
-        unit = str(_first_valid(part["unit"]) or "")  # pandas reads a column of "1" as integers
+        unit = _curve_unit(rows[rows["task"] == task], metric, str(_first_valid(part["unit"]) or ""))
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{metric.replace('_', ' ')}" + (f" ({unit})" if unit and unit != "1" else ""))
         if not higher_is_better(metric) and (part["value"] > 0).all():
             ax.set_yscale("log")  # losses span decades
+            _plain_ticks(ax, [])
         ax.set_title(f"{task}: {metric}")
+        if notes:
+            ax.text(0.02, 0.02, "; ".join(sorted(notes)), transform=ax.transAxes, fontsize="small", color="0.3")
+            notes.clear()
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     _save(figure, path)

@@ -108,8 +108,10 @@ def print_table(table: Table, console: Console) -> None:
     if console.is_terminal:
         console.print(table)
     else:
-        width = console.measure(table, options=console.options.update(width=FULL_WIDTH)).maximum
-        console.print(table, width=max(width, console.width), crop=False)
+        # Console.print caps a width at the console's own, so measure and print on a console as wide
+        # as the table (same file, no colour codes in a log).
+        width = Console(file=console.file, width=FULL_WIDTH, no_color=True).measure(table).maximum
+        Console(file=console.file, width=max(width, console.width), no_color=True, highlight=False).print(table)
 
 
 def render(
