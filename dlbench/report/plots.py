@@ -129,7 +129,7 @@ def _plain_number(value: float, _position: object = None) -> str:
 
 def _plain_ticks(ax, lengths: Sequence[float]) -> None:
     """Log axes labelled in plain numbers: x ticks at the measured lengths (at most ~8 of them), y ticks
-    at the decades and their 2x/5x steps."""
+    at the decades (and their 2x/5x steps when the axis spans at most three decades)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if len(lengths):
@@ -137,7 +137,9 @@ def _plain_ticks(ax, lengths: Sequence[float]) -> None:
         ax.set_xticks(list(lengths[::step]))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = ax.get_ylim()
+    crowded = low <= 0 or math.log10(high / low) > 3  # 1-2-5 steps only where few decades are shown
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if crowded else (1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
     ax.yaxis.set_minor_formatter(NullFormatter())
 
