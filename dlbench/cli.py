@@ -163,7 +163,9 @@ def profile_scan_command(
         seq_shard=seq_shard,
     )
     out = out or f"runs/scan-{distributed.agree_on(new_run_id())}"
-    run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True))
+    rows_path = run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True))
+    if distributed.is_writer():
+        _print_summary(rows_path.parent)
 
 
 @profile_app.command("bandwidth")
@@ -208,12 +210,22 @@ def run_command(
     process_id: ProcessIdOption = None,
 ) -> None:
     """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
+    from dlbench import distributed
     from dlbench.suite import run_suite
 
-    run_suite(
+    out_dir = run_suite(
         suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run,
         console=console, shard=shard, devices=devices, cluster=_cluster(coordinator, num_processes, process_id),
     )
+    if out_dir is not None and distributed.is_writer():  # None: --dry-run
+        _print_summary(out_dir)
+
+
+def _print_summary(run_dir) -> None:
+    """The end-of-run summary (leaderboard, failures, where things are, next commands), as plain text."""
+    from dlbench.report.summary import summary
+
+    console.out(summary(run_dir), highlight=False, end="")
 
 
 @app.command("suites")
