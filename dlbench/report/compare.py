@@ -216,7 +216,8 @@ def compare_tables(result: pd.DataFrame, statistic: str = "median", alpha: float
     for section, part in result.groupby("section", sort=False):
         table = Table(
             title=f"{section}: NEW vs BASE", title_justify="left",
-            caption=f"ratio of {statistic}s, {level} bootstrap CI, Mann-Whitney U p; n.s. = not significant at {alpha:g}",
+            caption=f"ratio of {statistic}s, {level} bootstrap CI, Mann-Whitney U p; n.s. = not significant at {alpha:g}; "
+            "not testable = too few samples for any p < alpha (the gate then uses the ratio alone)",
         )  # fmt: skip
         for column in ("cell", "metric", "base", "new", "ratio", f"{level} CI", "p", "n", "verdict"):
             table.add_column(column, justify="left" if column in ("cell", "metric", "verdict") else "right")
