@@ -23,6 +23,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 console = Console()
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="table, plain, csv or json (default: table in a terminal, plain otherwise).")
+]
 
 
 def _print_version(value: bool) -> None:
@@ -64,14 +67,16 @@ def models_command(
     inputs: Annotated[int, _model_option("num_inputs", "--inputs")] = 1,
     classes: Annotated[int, _model_option("num_outputs", "--classes")] = 10,
     norm: Annotated[str, _model_option("norm")] = "batch",
+    format: FormatOption = None,
 ) -> None:
     """List registered models with their layer, options and parameter count."""
+    from dlbench.catalog import models_table
     from dlbench.config import ModelConfig, build
-    from dlbench.report import models_table
+    from dlbench.report.render import render
 
     config = build(ModelConfig, dict(num_inputs=inputs, hidden_dim=hidden, state_dim=state, num_blocks=blocks,
                                      num_outputs=classes, norm=norm), "")
-    console.print(models_table(names or None, config))
+    render(models_table(names or None, config), format, console)
 
 
 # --- profile commands (dlbench profile ...) ---
@@ -174,7 +179,9 @@ def profile_scan_command(
         sweep = _saved_sweep(ctx, out, sweep, ScanSweep)
     run_id = distributed.agree_on(new_run_id())
     out = out or f"runs/scan-{run_id}"
-    run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
+    rows_path = run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
+    if distributed.is_writer():
+        _print_summary(rows_path.parent)
 
 
 # `profile scan` options -> the ScanSweep fields they set (for --resume: which given options to compare).
@@ -252,22 +259,38 @@ def run_command(
     coordinator: CoordinatorOption = None,
     num_processes: NumProcessesOption = None,
     process_id: ProcessIdOption = None,
+    format: Annotated[str | None, typer.Option("--format", help="With --dry-run: the plan as table, plain, csv or json.")] = None,
 ) -> None:
     """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
+    from dlbench import distributed
+    from dlbench.report.render import render, resolve_format
     from dlbench.suite import run_suite
 
-    run_suite(
+    if format is not None:
+        resolve_format(format, console)  # a bad --format fails before anything runs
+    out_dir = run_suite(
         suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run,
         console=console, shard=shard, devices=devices, cluster=_cluster(coordinator, num_processes, process_id),
+        show_plan=lambda table: render(table, format, console), plan_details=format not in ("csv", "json"),
     )
+    if out_dir is not None and distributed.is_writer():  # None: --dry-run
+        _print_summary(out_dir)
+
+
+def _print_summary(run_dir) -> None:
+    """The end-of-run summary (leaderboard, failures, where things are, next commands), as plain text."""
+    from dlbench.report.summary import summary
+
+    console.out(summary(run_dir), highlight=False, end="")
 
 
 @app.command("suites")
-def suites_command() -> None:
+def suites_command(format: FormatOption = None) -> None:
     """List the suites: name, kind, description, models and tasks."""
+    from dlbench.report.render import render
     from dlbench.suite import suites_table
 
-    console.print(suites_table())
+    render(suites_table(), format, console)
 
 # --- export / compare / plot / show / merge commands ---
 
@@ -291,9 +314,15 @@ def export_leaderboard_command(
     """Leaderboards: per task mean ± std over seeds beside the published numbers; tokens/s per length."""
     from pathlib import Path
 
+    from dlbench.errors import check_choice
     from dlbench.report import export_leaderboard
     from dlbench.rundir import read_rows
 
+    if out is not None:  # never write one format under another's name (x.html holding Markdown)
+        suffix = Path(out).suffix.lower() or "(none)"
+        check_choice("--out file type", suffix, _EXPORT_SUFFIXES)
+        if format is not None and _EXPORT_SUFFIXES[suffix] != format:
+            raise DlbenchError(f"--format {format} does not match --out {out} (a {_EXPORT_SUFFIXES[suffix]} file name)")
     fmt = format or _EXPORT_SUFFIXES.get(Path(out).suffix.lower() if out else "", "md")
     text = export_leaderboard(read_rows(results), fmt, metric=metric, kind=kind)
     if out is None:
@@ -313,11 +342,12 @@ def compare_command(
     ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test and CI.")] = 0.01,
     metric: Annotated[list[str] | None, typer.Option(help="Only these metrics (repeatable).")] = None,
+    format: FormatOption = None,
 ) -> None:
     """Compare matching cells of two runs: ratio of medians, CI, Mann-Whitney U; gate for CI."""
     from dlbench.report import compare_runs
 
-    compare_runs([base], [new], fail_if=fail_if, alpha=alpha, metrics=metric or None, console=console)
+    compare_runs([base], [new], fail_if=fail_if, alpha=alpha, metrics=metric or None, console=console, fmt=format)
 
 
 @app.command("plot")
@@ -335,11 +365,23 @@ def plot_command(
 @app.command("show")
 def show_command(
     results: Annotated[list[str], typer.Argument(help="Result CSV files or directories.")],
+    format: FormatOption = None,
 ) -> None:
     """Summarise a run: median ± IQR per cell, range, n, and warnings (outliers, slow first run, failures)."""
     from dlbench.report import show
 
-    show(results, console=console)
+    show(results, console=console, fmt=format)
+
+
+@app.command("report")
+def report_command(
+    results: Annotated[list[str], typer.Argument(help="Run directories (or result CSV files), one section each.")],
+    out: Annotated[str, typer.Option(help="The HTML file to write (one self-contained page).")] = "report.html",
+) -> None:
+    """One self-contained HTML page per set of runs: leaderboards, plots, warnings, provenance."""
+    from dlbench.report.html import write_report
+
+    console.print(f"wrote {write_report(results, out)}")
 
 
 @app.command("merge")

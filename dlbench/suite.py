@@ -23,7 +23,7 @@ import collections
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,8 @@ def run_suite(
     shard: str | distributed.Shard | None = None,
     devices: int | None = None,
     cluster: distributed.ClusterConfig | None = None,
+    show_plan: Callable[[Table], None] | None = None,
+    plan_details: bool = True,
 ) -> Path | None:
     """Run suite ``suite_ref`` (a name in ``suites/`` or a .toml path); returns the output directory.
 
@@ -198,8 +200,8 @@ def run_suite(
     if dry_run:
         if shard is not None:
             console.print(f"shard {shard}: {len(runs)} of {len(all_runs)} runs")
-        console.print(plan_table(suite, runs))
-        for run in runs:
+        (show_plan or console.print)(plan_table(suite, runs))
+        for run in runs if plan_details else ():  # csv/json plans stay machine-readable
             console.print(f"{run.task} {run.model} seed={run.seed}: " + json.dumps(run.settings(), sort_keys=True))
         return None
     writer = distributed.is_writer()

@@ -39,10 +39,12 @@ def test_slowed_run_fails_and_names_cells(tmp_path, capsys):
     assert main(["compare", str(base), str(new), "--fail-if", "median:5%"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "gate median:5% failed for 1 cell(s)" in err
-    assert "dlinoss chunked L=4096 wall_s" in err
-    # compile_s is slower too, but one sample per run cannot be significant: not gated.
-    assert "compile_s" not in err
+    assert "gate median:5% failed for 2 cell(s)" in err
+    assert "dlinoss chunked L=4096 wall_s (worse" in err
+    # compile_s is 1.2x slower too; one sample a side cannot be tested, so the point estimate decides.
+    assert "dlinoss chunked L=4096 compile_s (not testable with n=1; ratio 1.2x)" in err
+    assert main(["compare", str(base), str(new), "--fail-if", "median:5%", "--metric", "wall_s"]) == 1
+    assert "failed for 1 cell(s)" in capsys.readouterr().err
 
 
 def test_small_slowdown_under_threshold_passes(tmp_path, capsys):
@@ -102,16 +104,63 @@ def test_no_common_cells(tmp_path, capsys):
     assert "no cells in common" in capsys.readouterr().err
 
 
-def test_mann_whitney_matches_scipy():
+def test_p_value_is_scipys_mann_whitney():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(3)
-    for x, y in [
-        (rng.normal(size=5), rng.normal(1, size=7)),  # small, no ties: exact
-        (rng.normal(size=30), rng.normal(0.5, size=23)),  # large: normal approximation
-        (np.array([1, 1, 2, 3, 3, 3.0]), np.array([2, 3, 4, 4, 5.0])),  # ties
-    ]:
-        expected = stats.mannwhitneyu(x, y, alternative="two-sided").pvalue
-        assert report.mann_whitney_u(x, y) == pytest.approx(expected, rel=1e-6)
+    for x, y in [(rng.normal(size=5), rng.normal(1, size=7)), (np.array([1, 1, 2, 3.0]), np.array([2, 3, 4, 4, 5.0]))]:
+        expected = stats.mannwhitneyu(y, x, alternative="two-sided").pvalue
+        assert report.significance(x, y) == pytest.approx(expected, rel=1e-12)
+
+
+def test_smallest_p_value_decides_testability():
+    from dlbench.report.compare import smallest_p_value, testable
+
+    assert smallest_p_value(2, 2) == pytest.approx(1 / 3)  # 2 / C(4, 2)
+    assert not testable(2, 2, 0.05) and not testable(3, 3, 0.05) and testable(4, 4, 0.05)  # 2/70 < 0.05
+    assert not testable(5, 5, 0.005) and testable(5, 5, 0.01)  # 2/252 = 0.0079
+    # The bound is what scipy's exact test really reaches on perfectly separated samples.
+    stats = pytest.importorskip("scipy.stats")
+    assert stats.mannwhitneyu([3.0, 4.0], [1.0, 2.0]).pvalue == pytest.approx(smallest_p_value(2, 2))
+
+
+def test_accuracy_drop_with_two_seeds_a_side_fails_the_gate(tmp_path, capsys):
+    # S5 dropping from 96% to 42% with 2 seeds a side: Mann-Whitney's smallest p is 0.33, so no test
+    # can say "significant"; the gate fails on the point estimate and says why.
+    w = lambda path, accs: write_training(path, accs)  # noqa: E731
+    base = w(tmp_path / "base.csv", [0.95, 0.97])
+    new = w(tmp_path / "new.csv", [0.41, 0.43])
+    for path in (base, new):  # the model under test is S5
+        path.write_text(path.read_text().replace("dlinoss", "s5"))
+    assert main(["compare", str(base), str(new), "--fail-if", "median:5%", "--metric", "test_accuracy"]) == 1
+    err = capsys.readouterr().err
+    assert "s5 test_accuracy (not testable with n=2; ratio 0.438x)" in err, err
+    # Unchanged: passes, and still says the test could not be made.
+    assert main(["compare", str(base), str(base), "--fail-if", "median:5%"]) == 0
+    assert "not testable with n=2" in capsys.readouterr().out
+
+
+def write_sweep(path, factor=1.0, repeats=2):
+    w = RowWriter(path, defaults={"run_id": "p", "task": "scan", "target": "layer", "batch": 1, "hidden": 16,
+                                  "state": 8, "mode": "fwd", "dtype": "float32", "model": "s5", "backend": "auto"})  # fmt: skip
+    for length in (512, 1024):
+        for i in range(repeats):
+            w.write({"seq_len": length, "metric": "wall_s", "value": factor * 1e-6 * length * (1 + 0.01 * i),
+                     "unit": "s", "index": i})  # fmt: skip
+    return path
+
+
+def test_eight_times_slower_sweep_with_two_repeats_fails_and_unchanged_passes(tmp_path, capsys):
+    base = write_sweep(tmp_path / "base.csv")
+    slow = write_sweep(tmp_path / "slow.csv", factor=8.0)
+    assert main(["compare", str(base), str(slow), "--fail-if", "median:5%"]) == 1
+    err = capsys.readouterr().err
+    assert "failed for 2 cell(s)" in err and "not testable with n=2; ratio 8x" in err, err
+    same = write_sweep(tmp_path / "same.csv", factor=1.01)  # 1% slower: within the 5% threshold
+    assert main(["compare", str(base), str(same), "--fail-if", "median:5%"]) == 0
+    # With enough repeats the test decides: an unchanged sweep is n.s., not a point-estimate verdict.
+    base7, same7 = write_sweep(tmp_path / "b7.csv", repeats=7), write_sweep(tmp_path / "s7.csv", repeats=7)
+    assert main(["compare", str(base7), str(same7), "--fail-if", "median:0%"]) == 0
+    assert "n.s." in capsys.readouterr().out
 
 
 def test_bootstrap_ci_brackets_ratio():
