@@ -48,6 +48,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 NORMS = ("batch", "layer")
 OUTPUT_ACTIVATIONS = ("tanh", "identity")
+FORECAST_FEATURES = ("S", "MS", "M")  # Informer's names for the forecasting variable choice
 
 
 class ConfigError(DlbenchError, ValueError):
@@ -192,9 +193,22 @@ class TaskConfig:
     num_sequences: int = _help("Synthetic tasks: number of sequences.", 100)
     seq_len: int = _help("Synthetic tasks: steps per sequence.", 1000)
     data_seed: int = _help("Synthetic tasks: seed of the generated data (fixed across run seeds).", 0)
+    input_len: int = _help("Forecasting: observed steps the model reads (L_in).", 720)
+    pred_len: int = _help("Forecasting: steps it predicts after them (L_out), read at L_out placeholder steps.", 720)
+    train_fraction: float = _help("Forecasting: chronological train part, int(fraction * n) steps (Informer: 0.7).", 0.7)
+    test_fraction: float = _help("Forecasting: chronological test part at the end (Informer: 0.2); validation is the rest.", 0.2)
+    features: str = _help("Forecasting: 'S' target only in and out, 'MS' all variables in and target out, 'M' all in and out.", "S")
+    target_column: str = _help("Forecasting: the target variable's column (empty: the dataset's own, WTH: WetBulbCelsius).", "")
 
     def validate(self, where: str) -> TaskConfig:
         check_types(self, where)
+        for key in ("input_len", "pred_len"):
+            if getattr(self, key) < 1:
+                _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
+        if not (0.0 < self.train_fraction < 1.0 and 0.0 < self.test_fraction < 1.0 and self.train_fraction + self.test_fraction < 1.0):
+            _fail(where, "train_fraction", f"train_fraction and test_fraction must be in (0, 1) and leave a validation part, got {self.train_fraction} and {self.test_fraction}")
+        if self.features not in FORECAST_FEATURES:
+            _fail(where, "features", f"must be one of {', '.join(FORECAST_FEATURES)}, got {self.features!r}")
         if not 0.0 < self.val_fraction < 1.0:
             _fail(where, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         for key in ("num_sequences", "seq_len"):
