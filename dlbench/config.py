@@ -194,19 +194,21 @@ class TaskConfig:
     seq_len: int = _help("Synthetic tasks: steps per sequence.", 1000)
     data_seed: int = _help("Synthetic tasks: seed of the generated data (fixed across run seeds).", 0)
     input_len: int = _help("Forecasting: observed steps the model reads (L_in).", 720)
-    pred_len: int = _help("Forecasting: steps it predicts after them (L_out), read at L_out placeholder steps.", 720)
-    train_fraction: float = _help("Forecasting: chronological train part, int(fraction * n) steps (Informer: 0.7).", 0.7)
-    test_fraction: float = _help("Forecasting: chronological test part at the end (Informer: 0.2); validation is the rest.", 0.2)
-    features: str = _help("Forecasting: 'S' target only in and out, 'MS' all variables in and target out, 'M' all in and out.", "S")
-    target_column: str = _help("Forecasting: the target variable's column (empty: the dataset's own, WTH: WetBulbCelsius).", "")
+    pred_len: int = _help("Forecasting: steps predicted after them (L_out), read at L_out placeholder steps.", 720)
+    train_fraction: float = _help("Forecasting: chronological train part, int(fraction n) steps (Informer 0.7).", 0.7)
+    test_fraction: float = _help("Forecasting: test part at the end (Informer 0.2); validation is the rest.", 0.2)
+    features: str = _help("Forecasting: 'S' target in and out, 'MS' all in, target out, 'M' all in and out.", "S")
+    target_column: str = _help("Forecasting: the target column (empty: the dataset's, WTH: WetBulbCelsius).", "")
 
     def validate(self, where: str) -> TaskConfig:
         check_types(self, where)
         for key in ("input_len", "pred_len"):
             if getattr(self, key) < 1:
                 _fail(where, key, f"must be >= 1, got {getattr(self, key)}")
-        if not (0.0 < self.train_fraction < 1.0 and 0.0 < self.test_fraction < 1.0 and self.train_fraction + self.test_fraction < 1.0):
-            _fail(where, "train_fraction", f"train_fraction and test_fraction must be in (0, 1) and leave a validation part, got {self.train_fraction} and {self.test_fraction}")
+        train, test = self.train_fraction, self.test_fraction
+        if not (0.0 < train < 1.0 and 0.0 < test < 1.0 and train + test < 1.0):
+            _fail(where, "train_fraction", f"train_fraction and test_fraction must be in (0, 1) and leave a "
+                  f"validation part, got {train} and {test}")  # fmt: skip
         if self.features not in FORECAST_FEATURES:
             _fail(where, "features", f"must be one of {', '.join(FORECAST_FEATURES)}, got {self.features!r}")
         if not 0.0 < self.val_fraction < 1.0:

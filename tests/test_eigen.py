@@ -85,7 +85,9 @@ def test_eigenvalues_equal_numpy_eig_of_the_table(name, options, variant):
         part = rows[rows.source == f"block{b}"]
         modulus = part[part.metric == "eig_abs"].sort_values("index").value.to_numpy()
         angle = part[part.metric == "eig_angle"].sort_values("index").value.to_numpy()
-        assert len(modulus) == 14 and list(part[part.metric == "eig_abs"].sort_values("index")["index"]) == list(range(14))
+        assert len(modulus) == 14 and list(part[part.metric == "eig_abs"].sort_values("index")["index"]) == list(
+            range(14)
+        )
         np.testing.assert_allclose(modulus * np.exp(1j * angle), got.reshape(-1), rtol=1e-6, atol=1e-7)
 
 

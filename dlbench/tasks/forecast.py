@@ -69,7 +69,9 @@ def windows(inputs: np.ndarray, targets: np.ndarray, input_len: int, pred_len: i
     """
     k = len(inputs) - input_len - pred_len + 1
     if k < 1:
-        return np.zeros((0, input_len + pred_len, inputs.shape[1]), np.float32), np.zeros((0, pred_len, targets.shape[1]), np.float32)
+        return np.zeros((0, input_len + pred_len, inputs.shape[1]), np.float32), np.zeros(
+            (0, pred_len, targets.shape[1]), np.float32
+        )
     x = np.zeros((k, input_len + pred_len, inputs.shape[1]), np.float32)
     index = np.arange(k)[:, None]
     x[:, :input_len] = inputs[index + np.arange(input_len)[None, :]]

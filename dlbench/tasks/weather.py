@@ -52,8 +52,7 @@ def locate_weather(data_dir: Path) -> Path:
     raise MissingDataError(
         FILE,
         searched,
-        f"Put the Informer weather file {FILE} (a 'date' column and 12 variables, target {TARGET}) at "
-        f"{searched[0]}.",
+        f"Put the Informer weather file {FILE} (a 'date' column and 12 variables, target {TARGET}) at {searched[0]}.",
     )
 
 
@@ -63,7 +62,9 @@ def read_weather(path: Path, target: str = TARGET) -> tuple[np.ndarray, list[str
 
     frame = pd.read_csv(path)
     if "date" not in frame.columns:
-        raise DlbenchError(f"{path}: no 'date' column (header: {', '.join(map(str, frame.columns))}); expected the original WTH.csv")
+        raise DlbenchError(
+            f"{path}: no 'date' column (header: {', '.join(map(str, frame.columns))}); expected the original WTH.csv"
+        )
     frame["date"] = pd.to_datetime(frame["date"])
     if not frame["date"].is_monotonic_increasing:
         raise DlbenchError(f"{path}: the 'date' column is not in time order; the chronological split needs it")
