@@ -48,6 +48,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 NORMS = ("batch", "layer", "batch-ema", "batch-debiased")
 OUTPUT_ACTIVATIONS = ("tanh", "identity")
+FORECAST_FEATURES = ("S", "MS", "M")  # Informer's names for the forecasting variable choice
 
 
 class ConfigError(DlbenchError, ValueError):
@@ -145,7 +146,7 @@ MAX_LR = 10.0
 MAX_VAL_FRACTION = 0.5
 HEADS = ("classification", "regression")
 # Cross-field names that the backbone takes from the task, never from a suite's [model] table.
-TASK_DERIVED = ("num_inputs", "num_outputs", "head", "output_step", "output_activation")
+TASK_DERIVED = ("num_inputs", "num_outputs", "head", "output_step", "output_activation", "output_last")
 
 
 def check_int(where: str, key: str, value: int, low: int, high: int) -> None:
@@ -181,6 +182,7 @@ class ModelConfig:
     dropout: float = _help("Dropout rate inside the blocks, in [0, 1).", 0.05)
     output_step: int = _help("Regression targets are read at steps s-1, 2s-1, ...; from the task.", 1)
     output_activation: str = _help("tanh (the papers' regression head) or identity; from the task.", "tanh")
+    output_last: int = _help("Forecasting: when > 0, the regression head reads only the last this many steps; from the task.", 0)
     scan: str = _help("Scan backend of the layer, or auto.", "auto")
     layer_options: dict = _help("Extra keyword arguments for the layer constructor.", factory=dict)
 
@@ -189,6 +191,7 @@ class ModelConfig:
         for key, high in (("num_inputs", MAX_SIZE), ("hidden_dim", MAX_WIDTH), ("state_dim", MAX_WIDTH),
                           ("num_blocks", MAX_BLOCKS), ("num_outputs", MAX_SIZE), ("output_step", MAX_SEQ_LEN)):
             check_int("", key, getattr(self, key), 1, high)
+        check_int("", "output_last", self.output_last, 0, MAX_SEQ_LEN)
         _choice("", "norm", self.norm, NORMS)
         _choice("", "head", self.head, HEADS)
         _choice("", "output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
@@ -243,6 +246,12 @@ class TaskConfig:
     num_sequences: int = _help("Synthetic tasks: number of sequences (at least 4, so that a 70/15/15 split leaves none empty).", 100)
     seq_len: int = _help(f"Synthetic tasks: steps per sequence, in [1, {MAX_SEQ_LEN:_}].", 1000)
     data_seed: int = _help("Synthetic tasks: seed of the generated data (fixed across run seeds).", 0)
+    input_len: int = _help("Forecasting: observed steps the model reads (L_in).", 720)
+    pred_len: int = _help("Forecasting: steps predicted after them (L_out), read at L_out placeholder steps.", 720)
+    train_fraction: float = _help("Forecasting: chronological train part, int(fraction n) steps (Informer 0.7).", 0.7)
+    test_fraction: float = _help("Forecasting: test part at the end (Informer 0.2); validation is the rest.", 0.2)
+    features: str = _help("Forecasting: 'S' target in and out, 'MS' all in, target out, 'M' all in and out.", "S")
+    target_column: str = _help("Forecasting: the target column (empty: the dataset's, WTH: WetBulbCelsius).", "")
 
     def __post_init__(self):
         check_types(self, "")
@@ -252,6 +261,13 @@ class TaskConfig:
         check_int("", "num_sequences", self.num_sequences, 4, MAX_SIZE)
         check_int("", "seq_len", self.seq_len, 1, MAX_SEQ_LEN)
         check_int("", "data_seed", self.data_seed, 0, MAX_SEED)
+        check_int("", "input_len", self.input_len, 1, MAX_SEQ_LEN)
+        check_int("", "pred_len", self.pred_len, 1, MAX_SEQ_LEN)
+        train, test = self.train_fraction, self.test_fraction
+        if not (0.0 < train < 1.0 and 0.0 < test < 1.0 and train + test < 1.0):
+            _fail("", "train_fraction", f"train_fraction and test_fraction must be in (0, 1) and leave a "
+                  f"validation part, got {train} and {test}")  # fmt: skip
+        _choice("", "features", self.features, FORECAST_FEATURES)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")

@@ -91,6 +91,8 @@ class SequenceModel(nnx.Module):
       dropout: dropout rate inside the blocks.
       output_step: regression targets are read at steps s-1, 2s-1, ... (PPG-DaLiA: s = 128).
       output_activation: "tanh" (the papers' regression head, for targets in [-1, 1]) or "identity".
+      output_last: regression: when > 0, read the last ``output_last`` steps instead (forecasting: the
+        model reads L_in observed steps followed by L_out placeholder steps and predicts at the last L_out).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class SequenceModel(nnx.Module):
         dropout: float = 0.05,
         output_step: int = 1,
         output_activation: str = "tanh",
+        output_last: int = 0,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     ):
@@ -118,6 +121,9 @@ class SequenceModel(nnx.Module):
         self.head = head
         self.output_step = output_step
         self.output_activation = output_activation
+        if output_last < 0:
+            raise ValueError(f"output_last must be >= 0, got {output_last}")
+        self.output_last = output_last
         self.dtype = dtype
         self.encoder = linear(num_inputs, hidden_dim, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.blocks = nnx.List(
@@ -146,7 +152,7 @@ class SequenceModel(nnx.Module):
                 weights = mask[..., None].astype(x.dtype)
                 pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
             return self.decoder(pooled)
-        readout = x[:, self.output_step - 1 :: self.output_step]
+        readout = x[:, -self.output_last :] if self.output_last else x[:, self.output_step - 1 :: self.output_step]
         return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(readout))
 
 
@@ -179,6 +185,7 @@ def build_model(name: str, config: ModelConfig = ModelConfig(), *, seed: int = 0
         dropout=config.dropout,
         output_step=config.output_step,
         output_activation=config.output_activation,
+        output_last=config.output_last,
         rngs=nnx.Rngs(params=seed, dropout=seed + 1),
         dtype=dtype,
         param_dtype=param_dtype,

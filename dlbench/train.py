@@ -66,7 +66,8 @@ class RunResult:
 def model_config(spec: RunSpec, data: TaskData) -> ModelConfig:
     """The backbone for ``spec`` on ``data`` (inputs, outputs and head come from the task)."""
     return dataclasses.replace(spec.model_settings, num_inputs=data.num_inputs, num_outputs=data.num_outputs, head=data.head,
-                               output_step=data.output_step, output_activation=data.output_activation)
+                               output_step=data.output_step, output_activation=data.output_activation,
+                               output_last=data.output_last)
 
 
 def learning_rate(peak: float, config: TrainConfig) -> optax.Schedule | float:
@@ -111,6 +112,8 @@ def _target_mask(data_mask: jax.Array | None, model: SequenceModel, y: jax.Array
     """Valid regression targets (batch, targets): the input mask read at the head's output steps."""
     if data_mask is None:
         return jnp.ones(y.shape[:2], bool)
+    if model.output_last:
+        return data_mask[:, -model.output_last :]
     step = model.output_step
     return data_mask[:, step - 1 :: step][:, : y.shape[1]]
 
@@ -126,9 +129,9 @@ def batch_sums(model: SequenceModel, x, y, mask, weight) -> dict[str, jax.Array]
         correct = (jnp.argmax(out, axis=-1) == y).astype(jnp.float32)
         return {"loss": (loss * weight).sum(), "correct": (correct * weight).sum(), "count": weight.sum()}
     valid = _target_mask(mask, model, y).astype(jnp.float32) * weight[:, None]
-    se = ((out.astype(jnp.float32) - y) ** 2).mean(axis=-1)
-    total = (se * valid).sum()
-    return {"loss": total, "se": total, "count": valid.sum()}
+    err = out.astype(jnp.float32) - y
+    total = ((err**2).mean(axis=-1) * valid).sum()
+    return {"loss": total, "se": total, "ae": (jnp.abs(err).mean(axis=-1) * valid).sum(), "count": valid.sum()}
 
 
 def train_loss(model: SequenceModel, x, y, mask) -> jax.Array:
@@ -187,10 +190,10 @@ def _metrics(head: str, sums: dict[str, float], prefix: str) -> dict[str, float]
     if head == "classification":
         return {f"{prefix}_loss": sums["loss"] / count, f"{prefix}_accuracy": sums["correct"] / count}
     mse = sums["se"] / count
-    return {f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_rmse": math.sqrt(mse)}
+    return {f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_rmse": math.sqrt(mse), f"{prefix}_mae": sums["ae"] / count}
 
 
-UNITS = {"accuracy": "fraction", "loss": "nats", "mse": "target^2", "rmse": "target"}
+UNITS = {"accuracy": "fraction", "loss": "nats", "mse": "target^2", "rmse": "target", "mae": "target"}
 
 
 def _better(head: str, new: dict[str, float], best: dict[str, float] | None, prefix: str = "val") -> bool:

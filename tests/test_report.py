@@ -126,7 +126,8 @@ def test_published_aliases():
     assert reference.scale == 100 and entry == (6.16, 0.73)
     assert report.published("decay", "linoss-im", "test_rmse")[1] == (8.0, None)
     assert report.published("EigenWorms", "dlinoss", "test_mse") == (None, None)  # other metric
-    assert set(report.PUBLISHED) == {*report._UEA_DATASETS, "PPG-DaLiA", "decay"}
+    assert set(report.PUBLISHED) == {*report._UEA_DATASETS, "PPG-DaLiA", "decay", "weather"}
+    assert report.published("weather", "dlinoss", "test_mae")[1] == (0.486, None)
 
 
 def test_show_summarises_and_warns(tmp_path, capsys):

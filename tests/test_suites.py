@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from test_forecast import write_wth
 from test_tasks import make_uea
 
 from dlbench.config import load_suite, suite_paths
@@ -38,7 +39,10 @@ def test_suite_runs_at_tiny_size(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DLBENCH_CACHE", str(tmp_path / "cache"))
     for archive in UEA_DATASETS.values():
         make_uea(tmp_path / "data", archive, 14, 8, duplicates=1, length=9)
+    write_wth(tmp_path / "data" / "weather" / "WTH.csv", n=260)
     sets = [s for s in TINY if not s.startswith("tasks.decay") or "decay" in suite.tasks]
+    if "weather" in suite.tasks:  # the 720 -> 720 setting needs years of rows; the generated file is short
+        sets += ["tasks.weather.input_len=24", "tasks.weather.pred_len=12"]
     models = ["attention"] if "all" in suite.include else None  # the fastest model; decay names its own
     out = run_suite(name, models=models, sets=sets, data_dir=tmp_path / "data", out=tmp_path / "out")
     frame = pd.read_csv(out / "rows.csv", keep_default_na=False, na_values=[""])

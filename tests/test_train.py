@@ -131,7 +131,7 @@ def test_regression_metrics_on_decay(tmp_path):
     run = RunSpec("decay", "attention", 0, TaskConfig(dataset="decay"), ModelConfig(hidden_dim=4, state_dim=2, num_blocks=1), TrainConfig(steps=4, batch_size=4, eval_every=2))
     result = train_module.train_run(run, data, RowWriter(tmp_path / "r.csv"))
     frame = rows(tmp_path / "r.csv")
-    assert list(frame.metric.iloc[-3:]) == ["test_loss", "test_mse", "test_rmse"]
+    assert list(frame.metric.iloc[-4:]) == ["test_loss", "test_mse", "test_mae", "test_rmse"]
     assert np.isclose(result.test["test_rmse"] ** 2, result.test["test_mse"])
 
 

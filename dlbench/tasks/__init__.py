@@ -6,14 +6,17 @@ A task loader is registered with ``@register_task("name", ...)`` beside its code
     x:    (n, seq, inputs) float32, padding (if any) at the end of each series
     mask: (n, seq) bool or None; True marks the valid steps
     y:    (n,) int32 class indices (classification) or (n, targets, outputs) float32 (regression:
-          one target every ``output_step`` inputs, read at steps s-1, 2s-1, ...)
+          one target every ``output_step`` inputs, read at steps s-1, 2s-1, ...; forecasting:
+          ``output_last`` = L_out targets read at the last L_out steps, see :mod:`dlbench.tasks.forecast`)
 
 Loaders that read user files declare them through ``locate`` so that ``dlbench run`` can check every
 file before importing JAX or building a model; a missing file is one :class:`MissingDataError` that
 names the dataset, every path searched and where to put the files. Nothing is ever downloaded.
 
 Modules: ``bundled`` (real datasets shipped inside aeon), ``synthetic`` (exponential decay),
-``uea`` (UEA archive files, LinOSS protocol), ``ppg`` (PPG-DaLiA pickles), ``cache`` (.npz cache).
+``uea`` (UEA archive files, LinOSS protocol), ``ppg`` (PPG-DaLiA pickles), ``forecast`` (the
+Informer forecasting protocol and the aeon-bundled forecasting series), ``weather`` (the user's WTH.csv),
+``cache`` (.npz cache).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class TaskData:
     num_outputs: int  # classes, or target channels
     output_step: int = 1  # regression: one target every output_step inputs
     output_activation: str = "identity"  # regression head's activation ("tanh" for targets in [-1, 1])
+    output_last: int = 0  # forecasting: targets are read at the last output_last steps (output_step unused)
     classes: tuple[str, ...] = ()  # original class labels, index -> label
 
     @property
@@ -221,4 +225,4 @@ def encode_labels(*label_arrays: np.ndarray) -> tuple[list[np.ndarray], tuple[st
 
 
 # Importing the loader modules runs their registrations.
-from dlbench.tasks import bundled, ppg, synthetic, uea  # noqa: E402,F401
+from dlbench.tasks import bundled, forecast, ppg, synthetic, uea, weather  # noqa: E402,F401

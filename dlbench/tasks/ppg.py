@@ -1,6 +1,6 @@
 """PPG-DaLiA heart-rate regression from the user's ``PPG_FieldStudy/S{i}/S{i}.pkl`` files.
 
-Published preprocessing (LinOSS / D-LinOSS code, MODELS.md section 8), per subject:
+Published preprocessing (LinOSS / D-LinOSS code, docs/models.md section 8), per subject:
   * wrist ACC (3 ch, 32 Hz) repeated x2, BVP (64 Hz), EDA and TEMP (4 Hz) repeated x16
     -> 6 channels at 64 Hz, truncated to the shortest;
   * each signal group (ACC's 3 channels together, BVP, EDA, TEMP) and the heart-rate label min-max

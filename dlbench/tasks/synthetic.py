@@ -1,6 +1,6 @@
 """Synthetic tasks generated in-process (no files).
 
-Exponential decay (D-LinOSS paper, MODELS.md section 8): u_k ~ N(0, 1), y_0 = 0,
+Exponential decay (D-LinOSS paper, docs/models.md section 8): u_k ~ N(0, 1), y_0 = 0,
 y_{k+1} = 0.8 y_k + u_k, target y_k at every step k; 100 sequences x 1000 steps x 1 channel,
 split in order 70/15/15, per-step MSE. The data come from ``data_seed`` (fixed across run seeds, so
 every seed trains on the same sequences and only initialisation and batch order vary).
