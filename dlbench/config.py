@@ -162,6 +162,8 @@ class TrainConfig:
     eval_batch_size: int = _help("Batch size for validation and test passes.", 256)
     eval_every: int = _help("Evaluate on the validation split every this many steps.", 100)
     patience: int = _help("Stop after this many evaluations without validation improvement; 0 never stops.", 0)
+    checkpoint_every: int = _help("Save state and best parameters every this many evaluations (RUN_DIR/checkpoints, "
+                                  "for --resume); 0 saves only the best parameters at the end.", 10)
 
     def validate(self, where: str) -> TrainConfig:
         check_types(self, where)
@@ -179,6 +181,8 @@ class TrainConfig:
             _fail(where, "warmup_steps", f"must be in [0, steps={self.steps}), got {self.warmup_steps}")
         if self.patience < 0:
             _fail(where, "patience", f"must be >= 0, got {self.patience}")
+        if self.checkpoint_every < 0:
+            _fail(where, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         return self
 
 
