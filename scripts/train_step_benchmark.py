@@ -49,8 +49,10 @@ def worker(args) -> None:
     optimizer = T.make_optimizer(model, TrainConfig())
     mesh = distributed.make_mesh(1)
     if hasattr(T, "Trainer"):
+        # DLBENCH_BENCH_HOST=1: the same tree's host-batching path (one compiled step per step), to
+        # separate what the fused window gives from what the rest of the tree gives.
         trainer = T.Trainer(model, optimizer, data, batch_size=args.batch, eval_batch=args.batch, window=args.steps,
-                            seed=0, mesh=mesh)
+                            seed=0, mesh=mesh, on_device=False if os.environ.get("DLBENCH_BENCH_HOST") else None)
         trainer.compile()
         state = trainer.state
         done = 0
