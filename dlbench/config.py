@@ -216,6 +216,8 @@ class TrainConfig:
     eval_batch_size: int = _help("Batch size for validation and test passes.", 256)
     eval_every: int = _help("Evaluate on the validation split every this many steps.", 100)
     patience: int = _help("Stop after this many evaluations without validation improvement; 0 never stops.", 0)
+    checkpoint_every: int = _help("Save state and best parameters every this many evaluations (RUN_DIR/checkpoints, "
+                                  "for --resume); 0 saves only the best parameters at the end.", 10)
 
     def __post_init__(self):
         check_types(self, "")
@@ -232,6 +234,7 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             _fail("", "warmup_steps", f"must be in [0, steps={self.steps}), got {self.warmup_steps}")
         check_int("", "patience", self.patience, 0, MAX_STEPS)
+        check_int("", "checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +408,11 @@ class SuiteConfig:
 def _fields(obj: Any) -> dict[str, Any]:
     # Shallow, unlike dataclasses.asdict (which deep-copies and cannot copy a MappingProxyType).
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A config's fields as plain, JSON-ready values (read-only mappings become dicts)."""
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in _fields(obj).items()}
 
 
 # --- reading files -------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def eigen_rows_for_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "dlbench does not have; compute them from a model with dlbench.eigen.eigen_rows(model)"
         ) from None
     from dlbench.registry import get_model
-    from dlbench.results import read_rows
+    from dlbench.rundir import read_rows
 
     run_dir = Path(run_dir)
     frame = read_rows([run_dir / "rows.csv"])

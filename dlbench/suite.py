@@ -7,8 +7,9 @@ records the resolved runs.
 
 Resume: a run is finished once its final row (:data:`dlbench.train.FINAL_METRICS` or a ``status=nan``
 row) is in ``rows.csv``. ``--resume`` keeps finished runs' rows, moves the rows of a run that was
-killed half-way to ``rows.csv.partial`` (not a .csv, so readers skip it) and runs it again from the
-start, so a resumed suite ends with the same set of rows as an uninterrupted one.
+killed half-way to ``rows.csv.partial`` (not a .csv, so readers skip it) and runs it again from its last
+checkpoint (:mod:`dlbench.checkpoints`, which writes its earlier rows again) or from the start, so a
+resumed suite ends with the same set of rows as an uninterrupted one.
 
 Scaling out (:mod:`dlbench.distributed`): ``devices`` is the data-parallel mesh of every training run;
 ``shard`` ("I/N") keeps the runs at positions I, I+N, ... of the runs sorted by (model, task, seed),
@@ -242,7 +243,7 @@ def run_suite(
             )
             if shard_info is not None:
                 (out_dir / SHARD_FILE).write_text(json.dumps(shard_info, indent=1))
-        outcomes = _execute(suite, runs, done, data_root, rows_path, run_id, console, devices=devices, hashes=hashes)
+        outcomes = _execute(suite, runs, done, data_root, rows_path, run_id, console, devices=devices, hashes=hashes, resume=resume)
     line, failed = summarize(runs, outcomes)
     console.print(line)
     if failed:
@@ -291,14 +292,15 @@ def enable_compilation_cache() -> str:
 
 def _execute(
     suite: SuiteConfig, runs: list[RunSpec], done: set, data_root: Path, rows_path: Path, run_id: str, console: Console,
-    *, devices: int | None = None, hashes: dict[tuple, str] | None = None,
+    *, devices: int | None = None, hashes: dict[tuple, str] | None = None, resume: bool = False,
 ) -> dict[tuple, str]:
     import jax
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dlbench.rundir import NullWriter, RowWriter
     from dlbench.tasks import load_task
-    from dlbench.train import train_run
+    from dlbench.checkpoints import CHECKPOINTS
+    from dlbench.train import progress_line, train_run
 
     enable_compilation_cache()
     defaults = {"run_id": run_id, "suite": suite.name, "source": "dlbench run"}
@@ -328,8 +330,13 @@ def _execute(
             progress.reset(steps, total=run.train.steps, description=f"{run.task} {run.model} seed {run.seed}")
             run_writer = writer.bind(config_hash=hashes.get(run.key, ""))
             try:
+                number = runs.index(run) + 1
+                # Not a terminal (a log, a pipe): one plain line per evaluation instead of the bars.
+                on_eval = None if console.is_terminal else (
+                    lambda info, run=run, number=number: console.print(progress_line(info, run, number, len(runs)), soft_wrap=True))
                 result = train_run(
-                    run, loaded[key], run_writer, on_step=lambda i, n: progress.update(steps, completed=i), devices=devices
+                    run, loaded[key], run_writer, on_step=lambda i, n: progress.update(steps, completed=i), devices=devices,
+                    on_eval=on_eval, checkpoint_dir=rows_path.parent / CHECKPOINTS, resume=resume,
                 )
                 outcomes[run.key] = result.status
                 summary = ", ".join(f"{k}={v:.4g}" for k, v in result.test.items()) or result.reason

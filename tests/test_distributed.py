@@ -178,3 +178,50 @@ def test_bad_cluster_options_are_one_line_errors(capsys, bad):
                  "--process-id", "0", bad])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+FUSED_WINDOW = """
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from dlbench import distributed
+from dlbench.config import TrainConfig
+from dlbench.models import ModelConfig, build_model
+from dlbench.tasks import Split, TaskData
+from dlbench.train import Trainer, make_optimizer, model_part
+
+rng = np.random.default_rng(0)
+# 13 series: not a multiple of 4 devices (the sharded split is padded, padding never drawn).
+x = rng.normal(size=(13, 17, 3))
+y = rng.integers(0, 5, size=13).astype(np.int32)
+split = Split(x, y)
+data = TaskData("toy", split, split, split, head="classification", num_outputs=5)
+config = ModelConfig(num_inputs=3, hidden_dim=7, state_dim=6, num_blocks=2, num_outputs=5, norm="batch", dropout=0.1)
+out = []
+for devices in (1, 4):
+    model = build_model("lru", config, seed=0, dtype=jnp.float64)
+    trainer = Trainer(model, make_optimizer(model, TrainConfig(lr=1e-2)), data, batch_size=4, eval_batch=8, window=5,
+                      seed=3, mesh=distributed.make_mesh(devices), on_device=True)
+    trainer.compile()
+    assert trainer.train_data[0].sharding.spec[0] == "data" and len(trainer.train_data[0].sharding.device_set) == devices
+    state, losses = trainer.window_run(trainer.state, 0, 5)
+    state, more = trainer.window_run(state, 5, 5)
+    params = [np.asarray(a) for a in jax.tree.leaves(nnx.state(nnx.merge(trainer.model_graphdef, model_part(state)), nnx.Param))]
+    out.append((np.concatenate([np.asarray(losses), np.asarray(more)]).tolist(), params,
+                trainer.evaluate(model_part(state), "val")))
+(l1, p1, v1), (l4, p4, v4) = out
+print(json.dumps({"loss_err": float(np.max(np.abs(np.array(l1) - np.array(l4)))),
+                  "param_err": max(float(np.max(np.abs(a - b))) for a, b in zip(p1, p4)),
+                  "val": [v1, v4], "moved": float(np.max(np.abs(np.array(l1[:1]) - np.array(l1[-1:]))))}))
+"""
+
+
+def test_fused_window_on_four_devices_equals_one_float64(tmp_path):
+    r = run_python(FUSED_WINDOW, tmp_path)
+    assert r["loss_err"] < 1e-12 and r["param_err"] < 1e-12, r
+    v1, v4 = r["val"]
+    assert all(abs(v1[k] - v4[k]) < 1e-10 for k in v1), r
+    assert r["moved"] > 0, r

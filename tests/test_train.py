@@ -16,7 +16,7 @@ from dlbench.layers.base import SSMParam
 from dlbench.rundir import RowWriter
 from dlbench.tasks import Split, TaskData, load_task
 
-ALLOWED = {"dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.rundir", "dlbench.tasks", "dlbench.timing"}
+ALLOWED = {"dlbench.checkpoints", "dlbench.config", "dlbench.distributed", "dlbench.layers.base", "dlbench.models", "dlbench.rundir", "dlbench.tasks", "dlbench.timing"}
 
 
 def test_train_imports_no_concrete_layer():
@@ -72,6 +72,9 @@ def spec(model="attention", seed=0, **train):
     return RunSpec("toy", model, seed, TaskConfig(dataset="toy"), settings, config)
 
 
+TIMES = ["lower_s", "compile_s", "first_window_s", "window_s", "step_time_s", "train_time_s", "peak_bytes"]
+
+
 def rows(path):
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
@@ -82,7 +85,7 @@ def test_deterministic_given_seed_and_rows_complete(tmp_path):
     for name in ("a", "b"):
         train_module.train_run(spec(), data, RowWriter(tmp_path / f"{name}.csv"))
         frame = rows(tmp_path / f"{name}.csv")
-        timeless = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s", "peak_bytes"])]
+        timeless = frame[~frame.metric.isin(TIMES)]
         results.append(timeless[["metric", "index", "value"]].reset_index(drop=True))
     pd.testing.assert_frame_equal(results[0], results[1])
     metrics = set(results[0].metric)
@@ -133,6 +136,13 @@ def test_regression_metrics_on_decay(tmp_path):
     frame = rows(tmp_path / "r.csv")
     assert list(frame.metric.iloc[-4:]) == ["test_loss", "test_mse", "test_mae", "test_rmse"]
     assert np.isclose(result.test["test_rmse"] ** 2, result.test["test_mse"])
+    assert {"val_mse", "val_rmse", "val_mae"} <= set(frame.metric)
+    # Squared error is in target units squared, never nats; MAE and RMSE in target units.
+    units = dict(zip(frame.metric, frame.unit, strict=False))
+    assert units["train_loss"] == units["test_loss"] == units["val_mse"] == "target^2"
+    assert units["test_mae"] == units["test_rmse"] == "target"
+    # MAE <= RMSE (Jensen), and both are consistent with the per-element errors of the best model.
+    assert 0 < result.test["test_mae"] <= result.test["test_rmse"]
 
 
 @pytest.mark.parametrize("n, batch", [(10, 4), (3, 8)])
