@@ -132,9 +132,10 @@ def band_projection(A_raw, A_lo, A_hi):
     """A_raw projected onto [A_lo, A_hi] as the D-LinOSS authors write it: A_lo + relu(A - A_lo) - relu(A - A_hi).
 
     Equal to ``clip`` in value wherever A_lo <= A_hi, but not in gradient at an exact tie: jax's relu
-    has derivative 0 at 0 (and ``clip`` splits a tie in half), so at A_raw = A_lo the derivative w.r.t.
-    A_raw is 0 and the whole gradient flows to A_lo (and at A_raw = A_hi to A_raw), which is the
-    authors' gradient (issue 15: dL/dA_diag differed by 2x at the lower edge with ``clip``).
+    has derivative 0 at 0, so at A_raw = A_lo the whole gradient flows to A_lo (through dt and G) and
+    none to A_raw, and at A_raw = A_hi all of it flows to A_raw; ``jnp.clip`` splits a tie in half.
+    This is the authors' gradient (issue 15: with ``clip`` the gradient at the lower edge, A_diag = 0
+    with G_diag <= 0, was half of theirs). tests/test_norms.py pins it at exact ties.
     """
     return A_lo + jax.nn.relu(A_raw - A_lo) - jax.nn.relu(A_raw - A_hi)
 
