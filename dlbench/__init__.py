@@ -28,7 +28,7 @@ _PUBLIC = {
     "load_plugins": "dlbench.plugins",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = ["__version__", "register_model", "AbstractSequenceLayer", "SSMParam", "load_plugins"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from dlbench.layers.base import AbstractSequenceLayer, SSMParam

@@ -29,7 +29,6 @@ tests/test_norms.py against a NumPy reference.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
