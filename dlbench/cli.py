@@ -58,6 +58,49 @@ def _model_option(name: str, flag: str = ""):
     return typer.Option(*((flag,) if flag else ()), help=field_help(ModelConfig, name))
 
 
+# Plugins (dlbench.plugins): every command that takes model names takes --plugin.
+PluginOption = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", help="Plugin module name or .py file registering models (repeatable; also $DLBENCH_PLUGINS)."),
+]
+
+
+def _load_models(plugin: list[str] | None) -> None:
+    """Built-in models, entry points, $DLBENCH_PLUGINS and --plugin (exported to child processes)."""
+    from dlbench.plugins import load_models
+
+    load_models(plugin or ())
+
+
+def _load_named_plugins(plugin: list[str] | None) -> None:
+    """Plugins only where some are named: commands on plain result files stay free of JAX otherwise."""
+    import os
+
+    from dlbench.plugins import ENV_VAR
+
+    if plugin or os.environ.get(ENV_VAR):
+        _load_models(plugin)
+
+
+@app.command("check")
+def check_command(
+    models: Annotated[list[str], typer.Argument(help="Models to check (or 'all').")],
+    plugin: PluginOption = None,
+) -> None:
+    """Conformance of registered layers: shape, batch independence, causality, jit, float64, gradients, backends."""
+    from dlbench.check import check_models, failures, report_table
+    from dlbench.registry import parse_model_list
+
+    _load_models(plugin)
+    results = check_models(parse_model_list(",".join(models)))
+    console.print(report_table(results))
+    failed = failures(results)
+    if failed:
+        for line in failed:
+            print(f"dlbench: check failed: {line}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
 @app.command("models")
 def models_command(
     names: Annotated[list[str] | None, typer.Argument(help="Models to show (default: all registered).")] = None,
@@ -68,8 +111,10 @@ def models_command(
     classes: Annotated[int, _model_option("num_outputs", "--classes")] = 10,
     norm: Annotated[str, _model_option("norm")] = "batch",
     format: FormatOption = None,
+    plugin: PluginOption = None,
 ) -> None:
     """List registered models with their layer, options and parameter count."""
+    _load_models(plugin)
     from dlbench.catalog import models_table
     from dlbench.config import ModelConfig, build
     from dlbench.report.render import render
@@ -144,12 +189,15 @@ def profile_scan_command(
     coordinator: CoordinatorOption = None,
     num_processes: NumProcessesOption = None,
     process_id: ProcessIdOption = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Throughput of every model's scan against sequence length (rows + log-log plot)."""
     from dlbench import distributed
     from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, MODES, ScanSweep, run_sweep
     from dlbench.registry import parse_model_list
     from dlbench.rundir import new_run_id
+
+    _load_models(plugin)
 
     multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
@@ -260,14 +308,17 @@ def run_command(
     num_processes: NumProcessesOption = None,
     process_id: ProcessIdOption = None,
     format: Annotated[str | None, typer.Option("--format", help="With --dry-run: the plan as table, plain, csv or json.")] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
     from dlbench import distributed
     from dlbench.report.render import render, resolve_format
+    from dlbench.plugins import request_plugins
     from dlbench.suite import run_suite
 
     if format is not None:
         resolve_format(format, console)  # a bad --format fails before anything runs
+    request_plugins(plugin or ())  # imported with the models, after the suite's data checks
     out_dir = run_suite(
         suite, models=model, seeds=seeds, sets=set_ or (), data_dir=data_dir, out=out, resume=resume, dry_run=dry_run,
         console=console, shard=shard, devices=devices, cluster=_cluster(coordinator, num_processes, process_id),
@@ -310,11 +361,14 @@ def export_leaderboard_command(
     ] = None,
     kind: Annotated[str, typer.Option(help="auto, training or throughput (profile rows).")] = "auto",
     out: Annotated[str | None, typer.Option(help="Write here instead of standard output.")] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Leaderboards: per task mean ± std over seeds beside the published numbers; tokens/s per length."""
     from pathlib import Path
 
     from dlbench.errors import check_choice
+
+    _load_named_plugins(plugin)
     from dlbench.report import export_leaderboard
     from dlbench.rundir import read_rows
 
@@ -389,9 +443,12 @@ def merge_command(
     results: Annotated[list[str], typer.Argument(help="Output directories of `dlbench run --shard I/N` (or their rows.csv).")],
     out: Annotated[str, typer.Option(help="Directory for the merged run (rows.csv, plan.json).")],
     partial: Annotated[bool, typer.Option("--partial", help="Allow merging before every shard of 0..N-1 is present.")] = False,
+    plugin: PluginOption = None,
 ) -> None:
     """Combine shard outputs into one run; refuses duplicate cells and mismatched provenance."""
     from dlbench.merge import merge_runs
+
+    _load_named_plugins(plugin)
 
     path, cells = merge_runs(results, out, partial=partial)
     console.print(f"merged {len(results)} outputs: {cells} cells -> {path}")

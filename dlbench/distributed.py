@@ -7,7 +7,7 @@ a cluster sweep is ``dlbench run SUITE --shard I/N`` per array task, combined by
 
 Vocabulary: DATA is the mesh axis the batch is split over (data parallelism: parameters replicated,
 gradients all-reduced by XLA, BatchNorm statistics over the global batch); SEQ is the axis a sequence
-is split over (sequence parallelism of the scan, :func:`dlbench.layers.scan.sharded_linear_scan`).
+is split over (sequence parallelism of the scan, :func:`dlbench.layers.kernels.scan.sharded_linear_scan`).
 """
 
 from __future__ import annotations

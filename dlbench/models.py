@@ -6,7 +6,24 @@
     regression:      act(W_dec x_k + b_dec) at k = s-1, 2s-1, ...  (act = tanh in the papers)
 
 Only the sequence layer differs between models, so every comparison runs the same network. This
-module knows no concrete layer: it builds them through the registry.
+module knows no concrete layer: it builds them through the registry (importing :mod:`dlbench.layers`
+registers the built-ins).
+
+Norms (``norm=``), all over (batch, time) per channel, no affine part, eps = 1e-5, momentum m = 0.99:
+
+- "batch": flax ``nnx.BatchNorm``. Training: batch statistics; running averages start at mean 0,
+  var 1 and move by r <- m r + (1 - m) batch; eval: the running averages as they are.
+- "batch-ema": the LinOSS authors' block (equinox ``BatchNorm`` created without ``mode``, i.e. the
+  legacy "ema" mode). Training call n = 1: running := batch statistics, normalise with them; call
+  n >= 2: running := m running + (1 - m) batch, and normalise with that updated running mix (so from
+  the second call on a batch is normalised mostly by earlier batches' statistics). Eval: running.
+- "batch-debiased": the D-LinOSS authors' block (equinox ``mode="batch"``). Training: normalise with
+  batch statistics; hidden h <- m h + (1 - m) batch from h_0 = (mean 0, var 1), n <- n + 1. Eval:
+  h / (1 - m^n) (zero-debiased; the initial var 1 is divided along, as equinox does), h itself while
+  n = 0.
+Batch variance is the biased one, mean((x - mean)^2), as in both libraries. These semantics were
+established from equinox's documentation and behaviour (not its code) and are pinned by
+tests/test_norms.py against a NumPy reference.
 """
 
 from __future__ import annotations
@@ -19,24 +36,75 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
-from dlbench.config import ModelConfig
+import dlbench.layers  # noqa: F401  (registers the built-in models)
+from dlbench.config import NORMS, ModelConfig
 from dlbench.errors import check_choice
 from dlbench.layers.base import AbstractSequenceLayer
+from dlbench.layers.kernels.init import fan_in_uniform
 from dlbench.registry import get_model
 
-NORMS = ("batch", "layer")
+
+NORM_MOMENTUM = 0.99  # equinox's and flax's default, used by both authors' code
+NORM_EPS = 1e-5
 HEADS = ("classification", "regression")
 OUTPUT_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "identity": lambda x: x}
 
 
-def fan_in_uniform(fan_in: int):
-    """U(+-1/sqrt(fan_in)), the papers' (PyTorch-style) init for linear weights and biases."""
-    bound = 1.0 / math.sqrt(fan_in)
+class AuthorsBatchNorm(nnx.Module):
+    """The LinOSS ("ema") or D-LinOSS ("debiased") authors' BatchNorm; semantics in the module docstring.
 
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    State (``nnx.BatchStat``, so the training loop carries it like flax's): ``mean`` and ``var`` (H,)
+    (the running statistics for "ema", the hidden, not yet debiased ones for "debiased") and
+    ``count`` () the number of training calls so far. 2H + 1 values, as the papers count them.
+    ``use_running_average`` is toggled by ``model.train()`` / ``model.eval()``.
+    """
 
-    return init
+    def __init__(self, features: int, *, mode: str, param_dtype, momentum: float = NORM_MOMENTUM, eps: float = NORM_EPS):
+        check_choice("authors' BatchNorm mode", mode, ("ema", "debiased"))
+        self.mode = mode
+        self.momentum = momentum
+        self.eps = eps
+        self.use_running_average = False
+        self.mean = nnx.BatchStat(jnp.zeros((features,), param_dtype))
+        self.var = nnx.BatchStat(jnp.ones((features,), param_dtype))
+        self.count = nnx.BatchStat(jnp.zeros((), param_dtype))
+
+    def _batch_stats(self, x, mask):
+        axes = tuple(range(x.ndim - 1))
+        if mask is None:
+            mean = x.mean(axes)
+            var = ((x - mean) ** 2).mean(axes)
+        else:
+            w = mask.astype(x.dtype)
+            total = jnp.maximum(w.sum(axes), 1.0)
+            mean = (x * w).sum(axes) / total
+            var = (w * (x - mean) ** 2).sum(axes) / total
+        return mean, jnp.maximum(var, 0.0)
+
+    def __call__(self, x: Float[Array, "*batch seq hidden"], mask: Bool[Array, "*batch seq 1"] | None = None):
+        m = self.momentum
+        count = self.count[...]
+        stat_dtype = self.mean[...].dtype
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+            if self.mode == "debiased":
+                scale = jnp.where(count == 0, 1.0, 1.0 - m**count)
+                mean, var = mean / scale, var / scale
+        else:
+            batch_mean, batch_var = self._batch_stats(x.astype(stat_dtype), mask)
+            mixed_mean = m * self.mean[...] + (1.0 - m) * batch_mean
+            mixed_var = m * self.var[...] + (1.0 - m) * batch_var
+            if self.mode == "ema":
+                first = count == 0
+                mean = jnp.where(first, batch_mean, mixed_mean)
+                var = jnp.where(first, batch_var, mixed_var)
+                self.mean[...], self.var[...] = mean, var
+            else:
+                mean, var = batch_mean, batch_var
+                self.mean[...], self.var[...] = mixed_mean, mixed_var
+            self.count[...] = count + 1
+        out = (x - mean.astype(x.dtype)) / jnp.sqrt(var.astype(x.dtype) + self.eps)
+        return out.astype(x.dtype)
 
 
 def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype, param_dtype) -> nnx.Linear:
@@ -58,6 +126,10 @@ class Block(nnx.Module):
             # normalise in float64 in eval mode too.
             self.norm.mean = nnx.BatchStat(jnp.zeros((hidden,), param_dtype))
             self.norm.var = nnx.BatchStat(jnp.ones((hidden,), param_dtype))
+        elif norm == "batch-ema":
+            self.norm = AuthorsBatchNorm(hidden, mode="ema", param_dtype=param_dtype)
+        elif norm == "batch-debiased":
+            self.norm = AuthorsBatchNorm(hidden, mode="debiased", param_dtype=param_dtype)
         else:
             self.norm = nnx.LayerNorm(hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.layer = layer
@@ -67,7 +139,7 @@ class Block(nnx.Module):
 
     def __call__(self, x: Float[Array, "batch seq hidden"], mask: Bool[Array, "batch seq"] | None) -> Float[Array, "batch seq hidden"]:
         skip = x
-        if isinstance(self.norm, nnx.BatchNorm):
+        if isinstance(self.norm, (nnx.BatchNorm, AuthorsBatchNorm)):
             x = self.norm(x, mask=None if mask is None else mask[..., None])
         else:
             x = self.norm(x)
@@ -87,7 +159,8 @@ class SequenceModel(nnx.Module):
       num_blocks: residual blocks.
       num_outputs: classes (classification) or target channels (regression).
       head: "classification" (mean over valid steps, then linear) or "regression" (per step).
-      norm: "batch" (the papers') or "layer".
+      norm: "batch" (flax BatchNorm), "layer", "batch-ema" (the LinOSS authors' BatchNorm) or
+        "batch-debiased" (the D-LinOSS authors'); see the module docstring.
       dropout: dropout rate inside the blocks.
       output_step: regression targets are read at steps s-1, 2s-1, ... (PPG-DaLiA: s = 128).
       output_activation: "tanh" (the papers' regression head, for targets in [-1, 1]) or "identity".

@@ -10,7 +10,7 @@ recorded as skipped. Rows are written as they are made, so Ctrl-C keeps every fi
 Several devices (:mod:`dlbench.distributed`): by default the batch is split over a "data" mesh of
 ``devices`` (all that divide the batch); with ``seq_shard`` every sequence is split over a "seq" mesh
 of all devices instead and the layer runs under ``shard_map`` with the sequence-parallel scan
-(:func:`dlbench.layers.scan.sharded_linear_scan`); a layer whose recurrence does not go through the
+(:func:`dlbench.layers.kernels.scan.sharded_linear_scan`); a layer whose recurrence does not go through the
 shared scans (attention, a layer's own formulation) records ``n/a``. Rows carry ``devices``; the
 tokens/s derived from them is the total, per device it is that / devices.
 """
@@ -72,7 +72,10 @@ class ScanSweep:
     seq_shard: bool = _field(False, "split each sequence over the devices (sequence-parallel scan) instead of the batch")
 
     def __post_init__(self):
+        from dlbench.plugins import load_models
         from dlbench.registry import model_names
+
+        load_models()  # built-ins, entry points and $DLBENCH_PLUGINS
 
         check_types(self, "")  # TOML and --set values arrive unchecked
         for name in self.models:
@@ -285,7 +288,7 @@ def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
 def _seq_sharded_forward(cell: Cell, graphdef, state, x):
     """(forward, placed state, placed x) with the sequence of ``x`` split over a "seq" mesh of ``cell.devices``.
 
-    The layer runs under ``shard_map`` inside :func:`~dlbench.layers.scan.sequence_sharded`; a layer
+    The layer runs under ``shard_map`` inside :func:`~dlbench.layers.kernels.scan.sequence_sharded`; a layer
     that traces without a sequence-parallel scan raises DlbenchError (recorded as n/a).
     """
     import jax
@@ -294,7 +297,7 @@ def _seq_sharded_forward(cell: Cell, graphdef, state, x):
     from jax.sharding import PartitionSpec as P
 
     from dlbench import distributed
-    from dlbench.layers.scan import sequence_sharded
+    from dlbench.layers.kernels.scan import sequence_sharded
 
     n = cell.devices
     if cell.seq_len % n:
@@ -386,8 +389,11 @@ ROW_PREFIX = "DLBENCH-ROW "
 
 def _child_main(spec: str) -> int:
     """Entry of an isolated cell: rows go to stdout as JSON lines."""
+    from dlbench.plugins import load_models
+
     payload = json.loads(spec)
     _limit_memory(payload.get("memory_limit_gb"))
+    load_models()  # the parent exported its plugins in $DLBENCH_PLUGINS
     cell = Cell(**payload["cell"])
     policy = TimingPolicy(**payload["policy"])
 

@@ -1,4 +1,4 @@
-"""Model names -> sequence layers and their options.
+"""Model names -> sequence layers and their options: the public plugin contract's name table.
 
 A layer class registers the model names it backs with a decorator beside the class::
 
@@ -6,13 +6,15 @@ A layer class registers the model names it backs with a decorator beside the cla
     @register_model("linoss-imex", discretization="IMEX")
     class LinOSS(AbstractSequenceLayer): ...
 
-The training and timing loops only ever go through :func:`get_model` and :func:`model_names`.
+This module imports no layer: it is only the table. The built-in models are registered by importing
+:mod:`dlbench.layers` (``dlbench.models`` does), plugins by :func:`dlbench.plugins.load_plugins`, and
+:func:`dlbench.plugins.load_models` does both (built-ins, ``DLBENCH_PLUGINS``, entry points). The
+training and timing loops only ever go through :func:`get_model` and :func:`model_names`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -21,6 +23,10 @@ from typing import Any
 from dlbench.errors import DlbenchError, UnknownChoiceError, check_choice
 
 _MODELS: dict[str, ModelSpec] = {}
+
+
+class DuplicateModelError(DlbenchError, ValueError):
+    """A model name registered twice to different layers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +52,29 @@ class ModelSpec:
         return self.layer(hidden_dim, state_dim, **{**self.options, **overrides})
 
 
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def register_model(name: str, *, description: str = "", **options: Any) -> Callable[[type], type]:
-    """Class decorator: register ``name`` as ``cls`` constructed with ``options``."""
+    """Class decorator: register ``name`` as ``cls`` constructed with ``options``.
+
+    Args:
+      name: the model name used on the command line and in result rows (lower case, no commas).
+      description: one line for ``dlbench models`` (default: the first line of the class docstring).
+      options: keyword arguments passed to the layer's constructor for this variant.
+
+    Raises:
+      DuplicateModelError: ``name`` is already registered to another class.
+    """
+    if not isinstance(name, str) or not name.strip() or "," in name or name != name.strip():
+        raise DlbenchError(f"model name must be a non-empty string without commas or surrounding spaces, got {name!r}")
 
     def decorate(cls: type) -> type:
-        if name in _MODELS and _MODELS[name].layer is not cls:
-            raise ValueError(f"model name {name!r} is already registered to {_MODELS[name].layer.__name__}")
+        if name in _MODELS and _where(_MODELS[name].layer) != _where(cls):
+            raise DuplicateModelError(
+                f"model name {name!r} is already registered to {_where(_MODELS[name].layer)}; {_where(cls)} registers it again"
+            )
         doc = description or (cls.__doc__ or cls.__name__).strip().splitlines()[0]
         _MODELS[name] = ModelSpec(name, cls, MappingProxyType(dict(options)), doc)
         return cls
@@ -59,24 +82,25 @@ def register_model(name: str, *, description: str = "", **options: Any) -> Calla
     return decorate
 
 
-def _load() -> None:
-    # Importing the layers package runs every registration decorator exactly once.
-    importlib.import_module("dlbench.layers")
+def _registered() -> dict[str, ModelSpec]:
+    if not _MODELS:
+        # A programming error, not a user's: the process never imported the built-ins.
+        raise RuntimeError("no model is registered: import dlbench.layers or call dlbench.plugins.load_models() first")
+    return _MODELS
 
 
 def model_names() -> tuple[str, ...]:
-    """Registered model names, in registration order."""
-    _load()
-    return tuple(_MODELS)
+    """Registered model names, in registration order (built-ins first, then plugins)."""
+    return tuple(_registered())
 
 
 def get_model(name: str) -> ModelSpec:
     """The spec registered under ``name``; an unknown name lists the valid ones."""
-    _load()
+    models = _registered()
     try:
-        return _MODELS[name]
+        return models[name]
     except KeyError:
-        raise UnknownChoiceError("model", name, _MODELS) from None
+        raise UnknownChoiceError("model", name, models) from None
 
 
 def parse_model_list(text: str) -> tuple[str, ...]:

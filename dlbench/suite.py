@@ -72,8 +72,10 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
 
 def expand(suite: SuiteConfig, models: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[RunSpec]:
     """Every (task, seed, model) run of ``suite``, optionally narrowed; unknown models are errors."""
+    from dlbench.plugins import load_models
     from dlbench.registry import get_model, model_names
 
+    load_models()  # built-ins, entry points and $DLBENCH_PLUGINS
     available = model_names()
     for name in [n for n in suite.include if n != "all"] + list(models or []):
         get_model(name)

@@ -25,10 +25,8 @@ from dlbench.layers.oscillatory import (
     DLinOSS,
     LinOSS,
     UnstableDiscretizationWarning,
-    _imex1,
-    _project_imex1,
-    block_eigenvalues,
 )
+from dlbench.layers.kernels.oscillatory import _imex1, _project_imex1, block_eigenvalues
 from dlbench.registry import get_model
 
 BATCH, H, P = 3, 7, 5

@@ -7,13 +7,15 @@ Importing this package registers every model (see :mod:`dlbench.registry`).
 from dlbench.layers.oscillatory import DLinOSS, LinOSS  # isort: skip
 from dlbench.layers.s5 import S5  # isort: skip
 from dlbench.layers.lru import LRU  # isort: skip
-from dlbench.layers.mamba import S6, Mamba, selective_scan  # isort: skip
+from dlbench.layers.mamba import S6, Mamba  # isort: skip
 from dlbench.layers.attention import Attention  # isort: skip
-from dlbench.layers.base import AbstractSequenceLayer, SSMParam
-from dlbench.layers.scan import BLOCK2X2, DIAGONAL, linear_scan, scan_chunks
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam
+from dlbench.layers.kernels.scan import BLOCK2X2, DIAGONAL, fused_scan, linear_scan, scan_chunks
+from dlbench.layers.kernels.selective import selective_scan
 
 __all__ = [
     "AbstractSequenceLayer",
+    "SCAN_CHOICES",
     "SSMParam",
     "LinOSS",
     "DLinOSS",
@@ -25,6 +27,7 @@ __all__ = [
     "Attention",
     "BLOCK2X2",
     "DIAGONAL",
+    "fused_scan",
     "linear_scan",
     "scan_chunks",
 ]

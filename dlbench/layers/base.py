@@ -20,52 +20,70 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from dlbench.errors import check_choice
-from dlbench.layers.scan import BACKENDS
+from dlbench.layers.kernels.dtypes import complex_dtype, scan_dtype
+from dlbench.layers.kernels.scan import BACKENDS, DEFAULT_CHUNK_SIZE
 
+# The generic backends (:func:`dlbench.layers.kernels.scan.fused_scan`) plus "auto": what a layer whose
+# recurrence goes through the shared scan primitives offers.
 SCAN_CHOICES = BACKENDS + ("auto",)
+
+__all__ = ["SCAN_CHOICES", "AbstractSequenceLayer", "SSMParam", "auto_backend", "complex_dtype", "scan_dtype"]
 
 
 class SSMParam(nnx.Param):
     """A parameter of the state-space dynamics (eigenvalues, step sizes, input/output maps)."""
 
 
-def auto_backend(platform: str, seq_len: int, scans: tuple[str, ...]) -> str:
-    """The backend ``scan="auto"`` resolves to.
+def auto_backend(platform: str, seq_len: int) -> str:
+    """The generic backend ``scan="auto"`` resolves to, for layers without a ``preferred`` entry.
 
     The rule comes from ``dlbench profile scan`` measurements (see README, "Choosing a backend").
-    A layer with a faster exact formulation of its own names it per platform in ``preferred``.
     """
     if platform == "cpu":
         return "sequential"
     return "associative" if seq_len <= 1 << 17 else "chunked"
 
 
-def complex_dtype(dtype) -> jnp.dtype:
-    """The complex dtype that carries a state computed in ``dtype`` (at least single precision)."""
-    return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
-
-
-def scan_dtype(dtype) -> jnp.dtype:
-    """Recurrences run in at least float32: bfloat16 states lose the signal within a few hundred steps."""
-    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
-
-
 class AbstractSequenceLayer(nnx.Module, abc.ABC):
     """(seq, hidden) -> (seq, hidden), optionally batched; includes the layer's own D*u skip.
+
+    The contract (built-in layers and plugins alike):
+
+    - construct as ``Layer(hidden_dim, state_dim, *, rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+      scan="auto", **own_options)`` and call ``super().__init__(hidden_dim, state_dim, dtype=dtype,
+      param_dtype=param_dtype, scan=scan)`` first;
+    - implement ``_forward(u)`` on one (seq, hidden) sequence; it must be causal (output t depends on
+      inputs 0..t only), deterministic, jit-able, and honour float64 under ``jax_enable_x64``.
+
+    Optional, with defaults:
+
+    - ``scans``: the backends the layer offers, default ``("auto",)`` (the layer picks its own
+      computation). A layer built on :func:`~dlbench.layers.kernels.scan.linear_scan` declares
+      :data:`SCAN_CHOICES` and passes ``self.resolve_scan(seq_len)`` on. ``dlbench check`` compares
+      every declared backend with "sequential" when that is declared.
+    - ``preferred``: platform -> backend tried by "auto" before the generic rule.
+    - ``_forward_batched(u)``: (batch, seq, hidden); default ``jax.vmap(self._forward)``.
+    - ``min_bytes_per_token(dtype_bytes)``: default 2 H dtype_bytes (read the input, write the output).
 
     Args (shared by every layer's constructor):
       hidden_dim: H, the width of the input and output.
       state_dim: P, the state size (its meaning per layer is in MODELS.md).
-      rngs: ``nnx.Rngs`` for initialisation.
+      rngs: ``nnx.Rngs`` for initialisation (not taken by this base constructor).
       dtype: computation dtype of inputs and outputs.
       param_dtype: storage dtype of the parameters.
       scan: one of ``scans`` (the generic backends plus any the layer adds) or "auto".
       chunk_size: steps per chunk for the chunked backend.
     """
 
-    scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES
+    scans: ClassVar[tuple[str, ...]] = ("auto",)
     # Backends listed here are tried by "auto" before the generic rule (fastest exact first).
     preferred: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self, hidden_dim: int, state_dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32, scan: str = "auto",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ):  # fmt: skip
+        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
 
     def _init_common(self, hidden_dim: int, state_dim: int, *, dtype, param_dtype, scan: str, chunk_size: int):
         check_choice(f"scan backend for {type(self).__name__}", scan, self.scans)
@@ -79,13 +97,18 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
         self.chunk_size = chunk_size
 
     def resolve_scan(self, seq_len: int) -> str:
-        """The concrete backend this call uses (resolves "auto" for the default device)."""
+        """The concrete backend this call uses (resolves "auto" for the default device).
+
+        "auto" becomes the layer's ``preferred`` backend for the platform, else the generic rule of
+        :func:`auto_backend`, else (a layer that declares neither) "auto" itself.
+        """
         if self.scan != "auto":
             return self.scan
         platform = jax.default_backend()
         if platform in self.preferred:
             return self.preferred[platform]
-        return auto_backend(platform, seq_len, self.scans)
+        generic = auto_backend(platform, seq_len)
+        return generic if generic in self.scans else "auto"
 
     def __call__(self, x: Float[Array, "*batch seq hidden"]) -> Float[Array, "*batch seq hidden"]:
         if x.ndim == 2:
@@ -102,15 +125,15 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
         """A batch of sequences; a layer whose formulation handles the batch natively overrides this."""
         return jax.vmap(self._forward)(u)
 
-    @abc.abstractmethod
     def min_bytes_per_token(self, dtype_bytes: int) -> int:
         """The fewest bytes one token must move through memory in a forward pass of this layer.
 
         Reading the input and writing the output (2 H values) plus whatever state the formulation
         cannot avoid touching per step; the formula per layer is documented in its docstring and the
-        README. Used to put achieved throughput against the device's measured bandwidth.
+        README. Used to put achieved throughput against the device's measured bandwidth. Default:
+        2 H dtype_bytes (input and output only); a layer that knows its state traffic overrides it.
         """
-
+        return 2 * self.hidden_dim * dtype_bytes
 
     def min_bytes_per_token_at(self, seq_len: int, dtype_bytes: int) -> int:
         """:meth:`min_bytes_per_token` at a given length (only attention's depends on it)."""

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Complex, Float
 
-from dlbench.layers.base import AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
-from dlbench.layers.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
+from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
 from dlbench.registry import register_model
 
 
@@ -50,6 +50,8 @@ class LRU(AbstractSequenceLayer):
       its input map, the group the LRU paper trains with a reduced learning rate and no weight decay).
       C_re, C_im (H, N) and D (H,): plain ``nnx.Param``.
     """
+
+    scans = SCAN_CHOICES
 
     def __init__(
         self,

@@ -1,26 +1,11 @@
-"""S6 and the Mamba mixer: the selective (input-dependent, diagonal) state-space scan.
+"""S6 and the Mamba mixer: the NNX modules around the selective scan.
 
-Symbols (Gu & Dao 2023, Algorithm 2; MODELS.md section 5): L length, D channels the scan runs over
-(H for S6, d_inner = expand * H for Mamba), N state size per channel, R = dt_rank. Per channel d and
-state n, with delta = softplus(delta_raw + delta_bias):
-
-    h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t,   h_{-1} = 0
-    y_t = sum_n C_t h_t + D * u_t,                       y_t *= silu(z_t) when a gate z is given
-
-A = -exp(A_log) is (D, N) and constant; delta (L, D), B (L, N) and C (L, N) depend on the input, so the
-system is time-varying: no convolution or diagonalisation shortcut applies. The scan backends:
-
-- "sequential": ``lax.scan`` with a (D, N) carry, y_t contracted per step; the forward never holds
-  more than one state (the backward of ``lax.scan`` stores the L carries).
-- "associative": ``lax.associative_scan`` over all steps; materialises the (L, D, N) transitions and
-  states (several times over). Kept as the point of comparison.
-- "chunked": ``scan_chunks``: per chunk of T steps form (T, D, N) transitions and inputs, run the
-  associative scan from the carried state, contract with C at once to (T, D) and carry the last
-  state. Memory is O(T D N) forward and O(L/T D N) for the backward (chunks are rematerialised).
+Symbols and the scan itself: :mod:`dlbench.layers.kernels.selective` (Gu & Dao 2023, Algorithm 2;
+MODELS.md section 5); R = dt_rank. This module holds the parameters, their initialisation and the
+projections, convolution and gate of the mixer.
 
 References: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
-Section 3 and Algorithm 2; the reference implementation ``mamba_ssm/modules/mamba_simple.py`` and
-``mamba_ssm/ops/selective_scan_interface.py::selective_scan_ref`` (initialisation and the scan).
+Section 3; the reference implementation ``mamba_ssm/modules/mamba_simple.py`` (initialisation).
 """
 
 from __future__ import annotations
@@ -33,19 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from dlbench.errors import check_choice
-from dlbench.layers.base import AbstractSequenceLayer, SSMParam, scan_dtype
-from dlbench.layers.scan import (
-    BACKENDS,
-    DEFAULT_CHUNK_SIZE,
-    DIAGONAL,
-    incoming_state,
-    linear_scan,
-    scan_chunks,
-    seq_axis,
-    sequence_halo,
-    unsharded,
-)
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, scan_dtype
+from dlbench.layers.kernels.init import symmetric_uniform
+from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, sequence_halo
+from dlbench.layers.kernels.selective import selective_scan
 from dlbench.registry import register_model
 
 # "auto" per platform (a fixed choice, independent of L). Measured on a 2-core CPU, batch 1, H = 64,
@@ -60,172 +36,8 @@ from dlbench.registry import register_model
 _PREFERRED = {"cpu": "sequential", "gpu": "chunked", "cuda": "chunked", "rocm": "chunked", "tpu": "chunked"}
 
 
-def _single_sequence_scan(
-    u: Float[Array, "seq channel"],
-    delta: Float[Array, "seq channel"],
-    A: Float[Array, "channel state"],
-    B: Float[Array, "seq state"],
-    C: Float[Array, "seq state"],
-    backend: str,
-    chunk_size: int,
-    h0: Float[Array, "channel state"] | None = None,
-) -> Float[Array, "seq channel"]:
-    """y_t = sum_n C_t h_t for one sequence (delta already softplus-ed, everything in the scan dtype).
-
-    ``h0`` is the state before the first step (zeros when omitted; set by the sequence-parallel pass).
-    """
-    channels, state = A.shape
-    if h0 is None:
-        h0 = jnp.zeros((channels, state), A.dtype)
-
-    def transitions(delta_c, u_c, B_c):
-        # a = exp(delta A) and b = delta B u, both (T, D, N): the only place (.., D, N) arrays are formed.
-        a = jnp.exp(delta_c[:, :, None] * A)
-        b = (delta_c * u_c)[:, :, None] * B_c[:, None, :]
-        return a, b
-
-    if backend == "sequential":
-
-        def step(h, inputs):
-            d_t, u_t, b_t, c_t = inputs
-            h = jnp.exp(d_t[:, None] * A) * h + (d_t * u_t)[:, None] * b_t[None, :]
-            return h, h @ c_t
-
-        _, y = jax.lax.scan(step, h0, (delta, u, B, C))
-        return y
-
-    if backend == "associative":
-        a, b = transitions(delta, u, B)
-        hs = linear_scan(a, b, backend="associative", h0=h0)
-        return jnp.einsum("ldn,ln->ld", hs, C)
-
-    if backend == "chunked":
-
-        def body(h, chunk):
-            delta_c, u_c, B_c, C_c = chunk
-            a, b = transitions(delta_c, u_c, B_c)
-            hs = linear_scan(a, b, backend="associative", h0=h)
-            return hs[-1], jnp.einsum("tdn,tn->td", hs, C_c)
-
-        return scan_chunks(body, h0, (delta, u, B, C), chunk_size)
-
-    raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
-
-
-def _final_state(
-    u: Float[Array, "seq channel"],
-    delta: Float[Array, "seq channel"],
-    A: Float[Array, "channel state"],
-    B: Float[Array, "seq state"],
-    chunk_size: int,
-) -> Float[Array, "channel state"]:
-    """h_{L-1} from h = 0 without storing states: chunks of T steps, only the carry kept.
-
-    Zero padding of the last chunk is neutral (delta = 0 gives a = 1, b = 0).
-    """
-    length = u.shape[0]
-    size = max(1, min(chunk_size, length))
-    chunks = -(-length // size)
-
-    def split(x):
-        return jnp.pad(x, ((0, chunks * size - length), (0, 0))).reshape(chunks, size, x.shape[-1])
-
-    def body(h, chunk):
-        delta_c, u_c, B_c = chunk
-        a = jnp.exp(delta_c[:, :, None] * A)
-        b = (delta_c * u_c)[:, :, None] * B_c[:, None, :]
-        return linear_scan(a, b, backend="associative", h0=h)[-1], None
-
-    h, _ = jax.lax.scan(jax.checkpoint(body), jnp.zeros(A.shape, A.dtype), (split(delta), split(u), split(B)))
-    return h
-
-
-def selective_scan(
-    u: Float[Array, "batch seq channel"],
-    delta: Float[Array, "batch seq channel"],
-    A: Float[Array, "channel state"],
-    B: Float[Array, "batch seq state"],
-    C: Float[Array, "batch seq state"],
-    D: Float[Array, " channel"] | None = None,
-    z: Float[Array, "batch seq channel"] | None = None,
-    delta_bias: Float[Array, " channel"] | None = None,
-    delta_softplus: bool = False,
-    *,
-    scan: str = "chunked",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> Float[Array, "batch seq channel"]:
-    """The selective scan of Mamba (MODELS.md section 5), batched.
-
-    Args:
-      u: input, (batch, L, D).
-      delta: step sizes before the bias and softplus, (batch, L, D).
-      A: continuous-time diagonal transition, (D, N) (negative for a stable system).
-      B: input map per step, (batch, L, N).
-      C: output map per step, (batch, L, N).
-      D: skip weight, (D,); omitted means no skip.
-      z: gate, (batch, L, D); the output is multiplied by silu(z) when given.
-      delta_bias: added to delta before the softplus, (D,).
-      delta_softplus: apply softplus to delta (+ bias).
-      scan: "sequential", "associative" or "chunked" (see the module docstring).
-      chunk_size: steps per chunk for "chunked".
-
-    Returns:
-      out, (batch, L, D), in u's dtype. The recurrence runs in float32, or float64 when the inputs are
-      float64 (bfloat16 states lose the signal within a few hundred steps).
-
-    References: Gu & Dao 2023, Algorithm 2; ``selective_scan_ref`` in mamba_ssm.
-    """
-    check_choice("selective scan backend", scan, BACKENDS)
-    if u.ndim != 3:
-        raise ValueError(f"selective_scan expects u of shape (batch, seq, channel), got {u.shape}")
-    out_dtype = u.dtype
-    args = [u, delta, A, B, C] + [x for x in (D, z, delta_bias) if x is not None]
-    cd = scan_dtype(jnp.result_type(*args))
-    u_c, delta_c, A_c, B_c, C_c = (x.astype(cd) for x in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta_c = delta_c + delta_bias.astype(cd)
-    if delta_softplus:
-        delta_c = jax.nn.softplus(delta_c)
-
-    axis = seq_axis(note=True)
-
-    def one(u_s, delta_s, B_s, C_s):
-        if axis is None:
-            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size)
-        # Sequence split over devices (scan.sequence_sharded): summarise this chunk (A_tot = exp(A sum
-        # delta), final state from zero), take the state entering it from the earlier devices, and
-        # scan the chunk again from that state; the time-varying diagonal algebra of scan.py.
-        with unsharded():
-            a_total = jnp.exp(jnp.sum(delta_s, axis=0)[:, None] * A_c)
-            h_in = incoming_state(a_total, _final_state(u_s, delta_s, A_c, B_s, chunk_size), axis, DIAGONAL)
-            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size, h0=h_in)
-
-    out = jax.vmap(one)(u_c, delta_c, B_c, C_c)
-    if D is not None:
-        out = out + D.astype(cd) * u_c
-    if z is not None:
-        out = out * jax.nn.silu(z.astype(cd))
-    return out.astype(out_dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # Initialisation (mamba_ssm/modules/mamba_simple.py, Mamba.__init__)
-
-
-def _symmetric_uniform(bound: float):
-    """U(-bound, bound): PyTorch's default Linear/Conv1d init uses bound = 1/sqrt(fan_in)."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return _uniform(key, tuple(shape), jnp.dtype(dtype), bound)
-
-    return init
-
-
-# Initialisers are jitted as a whole: eagerly, every small op compiles on its own for each new shape,
-# which made constructing a layer take seconds on a loaded CPU.
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _uniform(key, shape, dtype, bound):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
@@ -259,7 +71,7 @@ def _linear(fan_in: int, fan_out: int, *, dtype, param_dtype, rngs: nnx.Rngs, bo
         fan_in,
         fan_out,
         use_bias=False,
-        kernel_init=_symmetric_uniform(bound),
+        kernel_init=symmetric_uniform(bound),
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,
@@ -335,6 +147,7 @@ class S6(AbstractSequenceLayer):
     Initialisation follows the Mamba reference (see ``_init_ssm``).
     """
 
+    scans = SCAN_CHOICES
     preferred = _PREFERRED
 
     def __init__(
@@ -397,6 +210,7 @@ class Mamba(AbstractSequenceLayer):
     by 1/sqrt(n_layer) belongs to its LM wrapper and is not applied. dt_proj, dt_bias, A_log, D as in S6.
     """
 
+    scans = SCAN_CHOICES
     preferred = _PREFERRED
 
     def __init__(
@@ -424,7 +238,7 @@ class Mamba(AbstractSequenceLayer):
         self.d_inner = expand * hidden_dim
         linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.in_proj = _linear(hidden_dim, 2 * self.d_inner, **linear)
-        conv_init = _symmetric_uniform(1.0 / math.sqrt(d_conv))
+        conv_init = symmetric_uniform(1.0 / math.sqrt(d_conv))
         self.conv_weight = nnx.Param(conv_init(rngs.params(), (d_conv, self.d_inner), param_dtype))
         self.conv_bias = nnx.Param(conv_init(rngs.params(), (self.d_inner,), param_dtype))
         _init_ssm(

@@ -34,8 +34,8 @@ from flax import nnx
 from jaxtyping import Array, Complex, Float
 
 from dlbench.errors import check_choice
-from dlbench.layers.base import AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
-from dlbench.layers.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
+from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
 from dlbench.registry import register_model
 
 # Upper bound on Re(Lambda): keeps |Lambda_bar| < 1 for every step and |Lambda| away from 0, so the
@@ -89,6 +89,7 @@ class S5(AbstractSequenceLayer):
       as in the S5 code's standard optimiser setup, where C is an ordinary weight with weight decay.
     """
 
+    scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES
     discretizations: ClassVar[tuple[str, ...]] = ("zoh", "bilinear")
 
     def __init__(

@@ -93,19 +93,6 @@ def _combine(semigroup: Semigroup):
     return combine
 
 
-def _sequential(a, b, h0, semigroup: Semigroup, invariant: bool):
-    def step(h, ab):
-        a_k, b_k = ab
-        h = semigroup.act(a_k, h) + b_k
-        return h, h
-
-    if invariant:
-        _, hs = jax.lax.scan(lambda h, b_k: step(h, (a, b_k)), h0, b)
-    else:
-        _, hs = jax.lax.scan(step, h0, (a, b))
-    return hs
-
-
 def _associative(a, b, h0, semigroup: Semigroup, invariant: bool):
     if invariant:
         a = jnp.broadcast_to(a, b.shape[:1] + a.shape)
@@ -132,12 +119,15 @@ def scan_chunks(
     chunk_size: int,
     *,
     checkpoint: bool = True,
+    return_carry: bool = False,
 ) -> Any:
     """Run ``body(carry, xs_chunk) -> (carry, ys_chunk)`` over consecutive chunks of the leading axis.
 
     Every leaf of ``xs`` has the sequence on axis 0. The tail is zero-padded to a whole chunk and the
     padded outputs are dropped, which is exact for causal bodies. Returns ``ys`` with the original
-    length. With ``checkpoint`` the backward pass recomputes each chunk instead of storing it.
+    length (and, with ``return_carry``, ``(carry, ys)``: the final carry has also seen the padded
+    steps, so it is exact only when a zero input step leaves the carry unchanged). With
+    ``checkpoint`` the backward pass recomputes each chunk instead of storing it.
     """
     leaves = jax.tree_util.tree_leaves(xs)
     length = leaves[0].shape[0]
@@ -147,28 +137,63 @@ def scan_chunks(
         lambda x: pad_to_multiple(x, chunk_size).reshape((n_chunks, chunk_size) + x.shape[1:]), xs
     )
     step = jax.checkpoint(body) if checkpoint else body
-    _, ys = jax.lax.scan(step, carry, padded)
-    return jax.tree_util.tree_map(lambda y: y.reshape((n_chunks * chunk_size,) + y.shape[2:])[:length], ys)
+    carry, ys = jax.lax.scan(step, carry, padded)
+    ys = jax.tree_util.tree_map(lambda y: y.reshape((n_chunks * chunk_size,) + y.shape[2:])[:length], ys)
+    return (carry, ys) if return_carry else ys
 
 
-def _chunked(a, b, h0, semigroup: Semigroup, invariant: bool, chunk_size: int):
-    if h0 is None:
-        h0 = jnp.zeros(b.shape[1:], b.dtype)
+def fused_scan(
+    xs: Any,
+    transition: Callable[[Any], tuple[Any, Any]],
+    readout: Callable[[Any, Any], Any],
+    h0: Any,
+    *,
+    backend: str,
+    semigroup: Semigroup = DIAGONAL,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Any:
+    """THE backend dispatch: y = readout(h, xs) with h_k = a_k (.) h_{k-1} + b_k, (a, b) = transition(xs).
 
-    if invariant:
+    Every layer's recurrence goes through here (``linear_scan`` is the case with precomputed (a, b)),
+    so a backend is implemented once. ``transition`` and ``readout`` map a run of T consecutive steps
+    (every leaf of ``xs`` with T on axis 0) to transitions/inputs (T, *S)/(T, *state) and outputs
+    (T, ...). Forming (a, b) inside the backend is what bounds memory: "sequential" forms one step's,
+    "chunked" one chunk's, "associative" all L of them.
 
-        def body(h, b_c):
-            hs = _associative(a, b_c, h, semigroup, invariant=True)
-            return hs[-1], hs
+    Args:
+      xs: per-step inputs, a pytree whose leaves have the sequence (L) on axis 0.
+      transition: xs over T steps -> (a (T, *S), b (T, *state)).
+      readout: (h (T, *state), xs over T steps) -> outputs (T, ...).
+      h0: the state before step 0, (*state).
+      backend: one of :data:`BACKENDS`.
+      semigroup: DIAGONAL or BLOCK2X2.
+      chunk_size: steps per chunk for "chunked".
+    Returns:
+      readout over all L steps, (L, ...).
+    """
+    a_1, b_1 = jax.eval_shape(transition, jax.tree_util.tree_map(lambda v: v[:1], xs))
+    h0 = jnp.asarray(h0).astype(jnp.result_type(jnp.asarray(h0).dtype, a_1.dtype, b_1.dtype))  # e.g. a real h0, complex b
+    if backend == "sequential":
 
-        return scan_chunks(body, h0, b, chunk_size)
+        def step(h, x_t):
+            x_1 = jax.tree_util.tree_map(lambda v: v[None], x_t)
+            a, b = transition(x_1)
+            h = semigroup.act(a[0], h) + b[0]
+            return h, jax.tree_util.tree_map(lambda v: v[0], readout(h[None], x_1))
 
-    def body(h, ab_c):
-        a_c, b_c = ab_c
-        hs = _associative(a_c, b_c, h, semigroup, invariant=False)
-        return hs[-1], hs
+        return jax.lax.scan(step, h0, xs)[1]
+    if backend == "associative":
+        a, b = transition(xs)
+        return readout(_associative(a, b, h0, semigroup, invariant=False), xs)
+    if backend == "chunked":
 
-    return scan_chunks(body, h0, (a, b), chunk_size)
+        def body(h, x_c):
+            a, b = transition(x_c)
+            hs = _associative(a, b, h, semigroup, invariant=False)
+            return hs[-1], readout(hs, x_c)
+
+        return scan_chunks(body, h0, xs, chunk_size)
+    raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
 
 def linear_scan(
@@ -204,14 +229,12 @@ def linear_scan(
         return sharded_linear_scan(
             a, b, axis_name=axis, backend=backend, semigroup=semigroup, invariant=invariant, h0=h0, chunk_size=chunk_size
         )
-    if backend == "sequential":
-        start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
-        return _sequential(a, b, start, semigroup, invariant)
-    if backend == "associative":
-        return _associative(a, b, h0, semigroup, invariant)
-    if backend == "chunked":
-        return _chunked(a, b, h0, semigroup, invariant, chunk_size)
-    raise ValueError(f"unknown scan backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
+    if invariant:
+        # One transition for all steps: broadcast it per run of steps, never to (L, *S) up front.
+        transition = lambda b_t: (jnp.broadcast_to(a, b_t.shape[:1] + a.shape), b_t)  # noqa: E731
+        return fused_scan(b, transition, lambda h, _: h, start, backend=backend, semigroup=semigroup, chunk_size=chunk_size)
+    return fused_scan((a, b), lambda ab: ab, lambda h, _: h, start, backend=backend, semigroup=semigroup, chunk_size=chunk_size)
 
 
 # --- sequence parallelism ------------------------------------------------------------------------
