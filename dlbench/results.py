@@ -24,7 +24,7 @@ import pandas as pd
 from dlbench.errors import DlbenchError
 
 IDENTITY = ("run_id", "suite", "task", "model", "layer_options", "backend", "target")
-AXES = ("seq_len", "batch", "hidden", "state", "blocks", "dtype", "mode", "seed", "devices")
+AXES = ("seq_len", "batch", "hidden", "state", "blocks", "dtype", "mode", "seed", "devices", "round")
 MEASUREMENT = ("metric", "value", "unit", "index", "source")
 OUTCOME = ("status", "reason")
 PROVENANCE = (
@@ -45,7 +45,7 @@ COLUMNS = IDENTITY + AXES + MEASUREMENT + OUTCOME + PROVENANCE
 # The columns without which a file is not a dlbench result table.
 REQUIRED = ("model", "metric", "value", "unit", "status")
 STATUSES = ("ok", "oom", "timeout", "nan", "error", "skipped", "n/a")
-INTEGER_COLUMNS = ("seq_len", "batch", "hidden", "state", "blocks", "seed", "devices", "index", "device_count")
+INTEGER_COLUMNS = ("seq_len", "batch", "hidden", "state", "blocks", "seed", "devices", "round", "index", "device_count")
 
 
 def _version(package: str) -> str:
