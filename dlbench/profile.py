@@ -105,7 +105,7 @@ class ScanSweep:
     state: int = _field(64, "state size P")
     modes: tuple[str, ...] = _field(DEFAULT_MODES, "fwd, fwdbwd (gradient w.r.t. parameters and input), train (whole training step)")
     target: str = _field("layer", "time one sequence layer or the whole model (2 blocks, classification head); train is always the model")
-    dtype: str = _field("float32", "float32, bfloat16 or float64 (float64 enables jax_enable_x64)")
+    dtype: str = _field("float32", "element type: float32, bfloat16 or float64 (float64 enables jax_enable_x64)")
     repeats: int = _field(5, "at least this many timed calls per cell and round")
     min_time: float = _field(1.0, "and at least this many seconds of timed calls per cell and round")
     warmup: int = _field(1, "untimed calls before timing, per round")
@@ -334,6 +334,9 @@ class Workload:
     layer: Any
     options: dict[str, Any]
     check_fn: Callable
+
+    def __iter__(self):  # fn, args, layer, options = build_workload(cell)
+        return iter((self.fn, self.args, self.layer, self.options))
 
 
 def build_workload(cell: Cell, *, dropout: float | None = None) -> Workload:

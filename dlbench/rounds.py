@@ -191,7 +191,9 @@ def check_outcome(progress: Sequence[CellProgress], console) -> None:
     statuses = [p.status for p in progress]
     if "error" in statuses:
         raise CellsFailed(f"{statuses.count('error')} cell(s) ended in error ({line})")
-    if statuses and all(s in FAILURES for s in statuses):
+    # Skipped cells follow a failure and n/a cells were never runnable: "all failed" is no cell ok
+    # and at least one failure.
+    if "ok" not in statuses and any(s in FAILURES for s in statuses):
         raise CellsFailed(f"every cell failed ({line})")
 
 

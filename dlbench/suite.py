@@ -301,7 +301,7 @@ def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: 
     if models or seeds:
         raise DlbenchError(f"suite {suite.name!r} is a profile sweep: narrow it with --set sweep.KEY=VALUE, not --model/--seeds")
     mapping = json.loads(json.dumps(dict(suite.sweep)))
-    from dlbench.profile import ScanSweep, run_sweep_from_mapping
+    from dlbench.profile import ScanSweep, run_sweep
 
     where = f"{suite.path or suite.name} [sweep]"
     sweep = ScanSweep.from_mapping(mapping, where=where)  # a dry run checks the sweep too
@@ -311,7 +311,7 @@ def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: 
 
     out_dir = Path(out) if out is not None else _out_dir(suite, None, resume)[0]
     console.print(f"dlbench run {suite.name} (profile sweep) -> {out_dir}")
-    run_sweep_from_mapping(mapping, out_dir=out_dir, resume=resume, where=where)
+    run_sweep(sweep, out_dir, resume=resume, suite=suite.name, console=console)
     return out_dir
 
 
