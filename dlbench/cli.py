@@ -196,8 +196,8 @@ def profile_bandwidth_command(
     """The default device's copy bandwidth (the limit scan rows are compared with)."""
     from pathlib import Path
 
-    from dlbench.profile import ROWS_FILE, bandwidth_row, measure_bandwidth
-    from dlbench.results import RowWriter, new_run_id
+    from dlbench.results import ROWS_FILE, RowWriter, new_run_id
+    from dlbench.timing import bandwidth_row, measure_bandwidth
 
     if megabytes < 1:
         raise DlbenchError(f"--megabytes must be at least 1, got {megabytes}")

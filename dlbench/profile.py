@@ -50,7 +50,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -571,41 +570,6 @@ def verify_row(cell: Cell, workload: Workload, base: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bandwidth: measured here, its row written here (the sweep and `profile bandwidth` both call these).
-
-
-# Copies are fast and steady: more repeats in less time than a scan cell.
-BANDWIDTH_POLICY = TimingPolicy(repeats=10, min_time_s=0.5)
-
-
-def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = BANDWIDTH_POLICY) -> float:
-    """Copy bandwidth of the default device in bytes/s: read + write of an array of ``megabytes``.
-
-    ``x + 1`` rather than a copy, so XLA cannot elide it; every element is read once and written once.
-    """
-    import jax.numpy as jnp
-
-    from dlbench.timing import time_function
-
-    n = megabytes * 2**20 // 4
-    x = jnp.ones((n,), jnp.float32)
-    timing = time_function(lambda x: x + 1.0, (x,), policy)
-    return 2 * n * 4 / statistics.median(timing.repeats_s)
-
-
-def bandwidth_row(value: float, megabytes: int = 256) -> dict[str, Any]:
-    return {"task": "bandwidth", "model": "", "metric": "bandwidth", "value": value, "unit": "bytes/s",
-            "source": f"x+1 on {megabytes} MiB float32"}
-
-
-def measure_and_write_bandwidth(writer, megabytes: int = 256) -> float:
-    """Measure the copy bandwidth and write its row; THE one place that row is made."""
-    value = measure_bandwidth(megabytes)
-    writer.write(bandwidth_row(value, megabytes))
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # The sweep.
 
 
@@ -703,6 +667,8 @@ def measure_sweep(sweep: ScanSweep, progress: list[CellProgress], stops, writer,
     todo = [p for p in progress if not (p.final or p.failed)]
     bandwidth = None
     if sweep.bandwidth and todo:
+        from dlbench.timing import measure_and_write_bandwidth
+
         bandwidth = measure_and_write_bandwidth(writer)
         console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
     policy = sweep.policy()

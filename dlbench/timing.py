@@ -190,3 +190,38 @@ def is_finite_tree(tree: Any) -> bool:
 
     leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
     return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+
+
+# ---------------------------------------------------------------------------------------------
+# Copy bandwidth: measured here and its row made here (the sweep and `profile bandwidth` both call these).
+
+
+# Copies are fast and steady: more repeats in less time than a scan cell.
+BANDWIDTH_POLICY = TimingPolicy(repeats=10, min_time_s=0.5)
+
+
+def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = BANDWIDTH_POLICY) -> float:
+    """Copy bandwidth of the default device in bytes/s: read + write of an array of ``megabytes``.
+
+    ``x + 1`` rather than a copy, so XLA cannot elide it; every element is read once and written once.
+    """
+    import statistics
+
+    import jax.numpy as jnp
+
+    n = megabytes * 2**20 // 4
+    x = jnp.ones((n,), jnp.float32)
+    timing = time_function(lambda x: x + 1.0, (x,), policy)
+    return 2 * n * 4 / statistics.median(timing.repeats_s)
+
+
+def bandwidth_row(value: float, megabytes: int = 256) -> dict[str, Any]:
+    return {"task": "bandwidth", "model": "", "metric": "bandwidth", "value": value, "unit": "bytes/s",
+            "source": f"x+1 on {megabytes} MiB float32"}
+
+
+def measure_and_write_bandwidth(writer, megabytes: int = 256) -> float:
+    """Measure the copy bandwidth and write its row; THE one place that row is made."""
+    value = measure_bandwidth(megabytes)
+    writer.write(bandwidth_row(value, megabytes))
+    return value
