@@ -54,7 +54,7 @@ class CellProgress:
         return median_ci(xs) if xs else None
 
     def wants_round(self, rounds: int, max_rounds: int, target: float) -> bool:
-        if self.failed or self.final:
+        if self.failed or self.final or self.stopped_short:
             return False
         if self.rounds_done < rounds:
             return True
@@ -129,6 +129,9 @@ def run_rounds(
             status, reason, samples = measure(p.cell, round_index)
             if status == "ok":
                 p.samples[round_index] = list(samples)
+                interval = p.interval()
+                if p.rounds_done >= max(max_rounds, rounds) and interval and not interval.within(target):
+                    p.stopped_short = "max rounds reached"
             else:
                 p.status, p.reason = status, reason
                 if status in STOPPING:
@@ -137,11 +140,6 @@ def run_rounds(
                         stops[p.cell.series()] = (p.cell.seq_len, status)
             if on_measured is not None:
                 on_measured(p, round_index)
-    for p in progress:
-        if not p.failed and not p.final and not p.stopped_short:
-            interval = p.interval()
-            if interval and not interval.within(target):
-                p.stopped_short = "max rounds reached"
 
 
 def interval_rows(p: CellProgress, target: float, bandwidth: float | None) -> list[dict]:

@@ -291,6 +291,16 @@ def test_sweep_rows_keep_rounds_and_intervals_and_compile_once(tmp_path):
     assert "resolved_scan" in rows[rows.metric == "wall_s_ci_low"].layer_options.item()
 
 
+def test_a_cell_that_stops_short_of_the_target_says_so_in_rows_and_output(tmp_path):
+    # 2 repeats x 2 rounds = 4 samples: no interval of 4 samples reaches 95%, so the cell stops short.
+    sweep = small(models=("lru",), lengths=(16,), modes=("fwd",), isolate=False, rounds=2, max_rounds=2)
+    out = io.StringIO()
+    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=out))])
+    assert "stopped short" in rows[rows.metric == "wall_s_ci_low"].reason.item()
+    text = out.getvalue()
+    assert "(stopped short: max rounds reached)" in text and "is wider than the target +-5.0%" in text
+
+
 def test_isolated_rounds_share_a_compilation_cache_and_record_compile_once(tmp_path):
     sweep = small(models=("lru",), lengths=(24,), modes=("fwd",), isolate=True, rounds=2, max_rounds=2)
     rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))])
