@@ -161,27 +161,46 @@ def _ints(option: str, text: str) -> tuple[int, ...]:
         raise DlbenchError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
+def _sweep(name: str):
+    """(default, help) of ScanSweep field ``name``: the sweep's dataclass is the one place they live."""
+    from dlbench.profile import option_default, option_help
+
+    return option_default(name), option_help(name)
+
+
+def _sweep_option(name: str, **kwargs):
+    return typer.Option(help=_sweep(name)[1], **kwargs)
+
+
 @profile_app.command("scan")
 def profile_scan_command(
     ctx: typer.Context,
     models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = "all",
     backends: Annotated[str, typer.Option(help="associative,sequential,chunked,auto, a layer's own backend, or 'all'.")] = "auto",
-    lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000).")] = None,
-    batch: Annotated[int, typer.Option(help="Sequences per call.")] = 1,
-    hidden: Annotated[int, typer.Option(help="Hidden width H.")] = 128,
-    state: Annotated[int, typer.Option(help="State size P.")] = 64,
-    mode: Annotated[str, typer.Option(help="fwd, fwdbwd or both.")] = "both",
-    target: Annotated[str, typer.Option(help="layer (one sequence layer) or model (the whole network).")] = "layer",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float64.")] = "float32",
-    repeats: Annotated[int, typer.Option(help="At least this many timed calls per cell.")] = 5,
-    min_time: Annotated[float, typer.Option(help="And at least this many seconds of timed calls.")] = 1.0,
-    timeout: Annotated[float, typer.Option(help="Seconds one cell may take (isolated cells are killed).")] = 300.0,
-    memory_limit_gb: Annotated[float | None, typer.Option(help="Address-space limit per isolated cell (GiB).")] = None,
+    lengths: Annotated[str | None, typer.Option(help="Comma-separated sequence lengths (default 2^10..2^16 and 50000; duplicates dropped).")] = None,
+    batch: Annotated[int, _sweep_option("batch")] = _sweep("batch")[0],
+    hidden: Annotated[int, _sweep_option("hidden")] = _sweep("hidden")[0],
+    state: Annotated[int, _sweep_option("state")] = _sweep("state")[0],
+    mode: Annotated[str, typer.Option(help="fwd, fwdbwd, train (the whole training step), both (fwd,fwdbwd), all, or a comma-separated list.")] = "both",
+    target: Annotated[str, _sweep_option("target")] = _sweep("target")[0],
+    dtype: Annotated[str, _sweep_option("dtype")] = _sweep("dtype")[0],
+    repeats: Annotated[int, _sweep_option("repeats")] = _sweep("repeats")[0],
+    min_time: Annotated[float, _sweep_option("min_time")] = _sweep("min_time")[0],
+    warmup: Annotated[int, _sweep_option("warmup")] = _sweep("warmup")[0],
+    rounds: Annotated[int, _sweep_option("rounds")] = _sweep("rounds")[0],
+    max_rounds: Annotated[int, _sweep_option("max_rounds")] = _sweep("max_rounds")[0],
+    ci_target: Annotated[float, _sweep_option("ci_target")] = _sweep("ci_target")[0],
+    budget: Annotated[float, _sweep_option("budget")] = _sweep("budget")[0],
+    timeout: Annotated[float, _sweep_option("timeout")] = _sweep("timeout")[0],
+    memory_limit_gb: Annotated[float | None, _sweep_option("memory_limit_gb")] = _sweep("memory_limit_gb")[0],
+    seed: Annotated[int, _sweep_option("seed")] = _sweep("seed")[0],
+    verify: Annotated[bool, _sweep_option("verify")] = _sweep("verify")[0],
+    bandwidth: Annotated[bool, _sweep_option("bandwidth")] = _sweep("bandwidth")[0],
     out: Annotated[str, typer.Option(help="Output directory for rows.csv and throughput.png.")] = "",
     resume: Annotated[
         bool, typer.Option(help="Continue the sweep saved in --out (its manifest); other options given must match it.")
     ] = False,
-    isolate: Annotated[bool, typer.Option(help="One process per cell (own peak memory, survivable crashes).")] = True,
+    isolate: Annotated[bool, _sweep_option("isolate")] = _sweep("isolate")[0],
     devices: DevicesOption = None,
     seq_shard: Annotated[
         bool, typer.Option("--seq-shard", help="Split each sequence over all devices (sequence-parallel scan; --target layer).")
@@ -191,9 +210,10 @@ def profile_scan_command(
     process_id: ProcessIdOption = None,
     plugin: PluginOption = None,
 ) -> None:
-    """Throughput of every model's scan against sequence length (rows + log-log plot)."""
+    """Throughput of every model's scan against sequence length (rows + log-log plot); exit 1 when a
+    cell ended in error or every cell failed."""
     from dlbench import distributed
-    from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, MODES, ScanSweep, run_sweep
+    from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, ScanSweep, expand_modes, run_sweep
     from dlbench.registry import parse_model_list
     from dlbench.rundir import new_run_id
 
@@ -208,14 +228,22 @@ def profile_scan_command(
         batch=batch,
         hidden=hidden,
         state=state,
-        modes=MODES if mode == "both" else (mode,),
+        modes=expand_modes(_split(mode, "--mode")),
         target=target,
         dtype=dtype,
         repeats=repeats,
         min_time=min_time,
+        warmup=warmup,
+        rounds=rounds,
+        max_rounds=max(max_rounds, rounds),  # --rounds 12 alone raises the cap with it
+        ci_target=ci_target,
+        budget=budget,
         timeout=timeout,
         isolate=isolate and not multi,  # the processes of one job time each cell together, in-process
         memory_limit_gb=memory_limit_gb,
+        seed=seed,
+        verify=verify,
+        bandwidth=bandwidth,
         devices=devices,
         seq_shard=seq_shard,
     )
@@ -275,17 +303,15 @@ def profile_bandwidth_command(
     """The default device's copy bandwidth (the limit scan rows are compared with)."""
     from pathlib import Path
 
-    from dlbench.profile import ROWS_FILE, measure_bandwidth
-    from dlbench.rundir import RowWriter, new_run_id
+    from dlbench.rundir import ROWS_FILE, RowWriter, new_run_id
+    from dlbench.timing import bandwidth_row, measure_bandwidth
 
     if megabytes < 1:
         raise DlbenchError(f"--megabytes must be at least 1, got {megabytes}")
     value = measure_bandwidth(megabytes)
     console.print(f"copy bandwidth: {value / 1e9:.2f} GB/s ({megabytes} MiB, read + write)")
     if out:
-        RowWriter(Path(out) / ROWS_FILE, defaults={"run_id": new_run_id()}).write(
-            {"task": "bandwidth", "model": "", "metric": "bandwidth", "value": value, "unit": "bytes/s", "source": f"x+1 on {megabytes} MiB float32"}
-        )
+        RowWriter(Path(out) / ROWS_FILE, defaults={"run_id": new_run_id()}).write(bandwidth_row(value, megabytes))
 
 # --- run / suites commands ---
 
@@ -312,8 +338,8 @@ def run_command(
 ) -> None:
     """Train and evaluate the models of a suite; rows go to OUT/rows.csv."""
     from dlbench import distributed
-    from dlbench.report.render import render, resolve_format
     from dlbench.plugins import request_plugins
+    from dlbench.report.render import render, resolve_format
     from dlbench.suite import run_suite
 
     if format is not None:

@@ -28,7 +28,6 @@ tests/test_norms.py against a NumPy reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
@@ -42,7 +41,6 @@ from dlbench.errors import check_choice
 from dlbench.layers.base import AbstractSequenceLayer
 from dlbench.layers.kernels.init import fan_in_uniform
 from dlbench.registry import get_model
-
 
 NORM_MOMENTUM = 0.99  # equinox's and flax's default, used by both authors' code
 NORM_EPS = 1e-5
@@ -229,8 +227,9 @@ class SequenceModel(nnx.Module):
         return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(readout))
 
 
-def build_model(name: str, config: ModelConfig = ModelConfig(), *, seed: int = 0, dtype=jnp.float32, param_dtype=None) -> SequenceModel:
-    """The registered model ``name`` in the shared backbone, initialised from ``seed``."""
+def build_model(name: str, config: ModelConfig | None = None, *, seed: int = 0, dtype=jnp.float32, param_dtype=None) -> SequenceModel:
+    """The registered model ``name`` in the shared backbone (default :class:`ModelConfig`), initialised from ``seed``."""
+    config = ModelConfig() if config is None else config
     spec = get_model(name)
     param_dtype = dtype if param_dtype is None else param_dtype
     if jnp.dtype(param_dtype) == jnp.bfloat16:

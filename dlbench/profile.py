@@ -1,18 +1,45 @@
 """``dlbench profile``: scan throughput against sequence length, and the device's copy bandwidth.
 
 A sweep is a grid of cells (model x backend x mode x length). Each cell builds its workload through
-the registry (never a concrete layer), times it with :mod:`dlbench.timing`, and becomes tidy rows.
-With ``isolate`` (the default) every cell runs in its own process, so a cell's peak RSS is its own,
-a crash or out-of-memory kills only that cell, and a time-out can stop it mid-call. Failures are
-rows too: after an OOM or time-out at length L, longer lengths of that model/backend/mode are
-recorded as skipped. Rows are written as they are made, so Ctrl-C keeps every finished one.
+the registry (never a concrete layer) and is timed by THE timing loop (:func:`dlbench.timing.time_function`).
+
+Rounds (as asv does): the sweep visits its cells in ``rounds`` rounds (default 3), each round in a
+fresh order drawn from ``seed`` (in a cell's first round the lengths of one series stay ascending, so
+an OOM can stop the longer ones), so load that comes and goes spreads over all cells instead of
+landing on a few. Rows keep their ``round``; summaries pool the rounds. After the minimum rounds, cells
+whose 95% interval of the median (order statistics, :func:`dlbench.timing_policy.median_ci`) is wider
+than +-``ci_target`` get more rounds, up to ``max_rounds`` or until the sweep has run ``budget``
+seconds; a cell that stopped short says so in the reason of its ``wall_s_ci_low``/``wall_s_ci_high``
+rows and in the closing summary.
+
+Compilation is paid once per cell: in-process cells keep their executable across rounds; isolated
+cells (the default: own peak RSS, survivable crashes and time-outs, :mod:`dlbench.cells`) share a
+persistent compilation cache private to the sweep, so rounds after the first load the executable.
+``lower_s``, ``compile_s``, ``peak_bytes`` and ``min_bytes_per_token`` are written in a cell's round 0
+only (later rounds would report cache loads); ``first_call_s`` and ``wall_s`` in every round.
+
+Failures are rows too: after an OOM or time-out at length L, longer lengths of that model/backend/mode
+are recorded as skipped. Rows are written as they are made, so Ctrl-C keeps every finished one.
+
+Modes: ``fwd``; ``fwdbwd`` (gradient w.r.t. parameters and input of a mean-square loss); ``train``
+(always the whole model: forward, cross-entropy loss, backward and the Adam update of
+:func:`dlbench.train.make_optimizer`, via :func:`dlbench.train.loss_and_grads`).
+
+``verify``: per cell (round 0) ``max_rel_err`` of the cell's outputs against the float64
+``sequential`` backend at the same length with the same parameters and inputs (see
+:data:`VERIFY_TOLERANCE`); the gradients (loss and gradients for ``train``) in the backward modes.
 
 Several devices (:mod:`dlbench.distributed`): by default the batch is split over a "data" mesh of
 ``devices`` (all that divide the batch); with ``seq_shard`` every sequence is split over a "seq" mesh
 of all devices instead and the layer runs under ``shard_map`` with the sequence-parallel scan
 (:func:`dlbench.layers.kernels.scan.sharded_linear_scan`); a layer whose recurrence does not go through the
 shared scans (attention, a layer's own formulation) records ``n/a``. Rows carry ``devices``; the
-tokens/s derived from them is the total, per device it is that / devices.
+tokens/s derived from them is the total, per device it is that / devices. A multi-process job runs
+exactly ``rounds`` rounds (the processes must make the same calls; interval-driven extra rounds
+would depend on each process's own clock).
+
+The resolved backend of every cell (what ``auto`` became) is ``resolved_scan`` in the rows'
+``layer_options`` JSON.
 """
 
 from __future__ import annotations
@@ -20,27 +47,44 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
-import signal
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dlbench.config import check_types
 from dlbench.errors import DlbenchError, check_choice
+from dlbench.rounds import CellProgress, CellsFailed, LiveTable, PlainLines, check_outcome, interval_rows, run_rounds  # noqa: F401
 from dlbench.rundir import ROWS_FILE
-from dlbench.timing import TimingPolicy
+from dlbench.timing_policy import STOPPING, TimingPolicy, classify_failure
 
-MODES = ("fwd", "fwdbwd")
+MODES = ("fwd", "fwdbwd", "train")
+DEFAULT_MODES = ("fwd", "fwdbwd")
 TARGETS = ("layer", "model")
 DTYPES = ("float32", "bfloat16", "float64")
 DEFAULT_LENGTHS = tuple(2**k for k in range(10, 17)) + (50_000,)
 PLOT_FILE = "throughput.png"
-# Statuses after which longer lengths of the same series are not attempted.
-STOPPING = ("oom", "timeout")
+# What ``profile scan`` accepts (issue: nonsense is refused before anything runs). Lengths beyond
+# 2^27 tokens do not fit any single device at H >= 1 in float32 with the state they need.
+BOUNDS = {
+    "lengths": (1, 2**27), "batch": (1, 2**16), "hidden": (1, 2**16), "state": (1, 2**16),
+    "repeats": (1, 10_000), "min_time": (0.0, 3600.0), "warmup": (0, 1000), "timeout": (1e-3, 7 * 86400.0),
+    "memory_limit_gb": (1e-3, 2**20), "seed": (0, 2**32 - 1), "rounds": (1, 100), "max_rounds": (1, 1000),
+    "ci_target": (1e-4, 1.0), "budget": (0.0, 30 * 86400.0), "devices": (1, 2**16),
+}  # fmt: skip
+# max_rel_err tolerance of --verify against the float64 sequential reference, per dtype; models that
+# need their own are listed in VERIFY_TOLERANCE_BY_MODEL (model -> dtype -> tolerance).
+VERIFY_TOLERANCE = {"float32": 1e-3, "bfloat16": 6e-2, "float64": 1e-9}
+VERIFY_TOLERANCE_BY_MODEL: dict[str, dict[str, float]] = {}
+
+
+def verify_tolerance(model: str, dtype: str) -> float:
+    return VERIFY_TOLERANCE_BY_MODEL.get(model, {}).get(dtype, VERIFY_TOLERANCE[dtype])
 
 
 def _field(default, help: str):
@@ -49,25 +93,31 @@ def _field(default, help: str):
 
 @dataclasses.dataclass(frozen=True)
 class ScanSweep:
-    """One ``profile scan`` sweep; every field is a command-line option and a ``[sweep]`` key."""
+    """One ``profile scan`` sweep; every field is a command-line option (defaults and help derive from
+    here, see :func:`option_default` and :func:`option_help`) and a ``[sweep]`` key."""
 
     models: tuple[str, ...] = _field((), "models to time (empty: all registered)")
     backends: tuple[str, ...] = _field(("auto",), "scan backends (a model that lacks one records n/a)")
-    lengths: tuple[int, ...] = _field(DEFAULT_LENGTHS, "sequence lengths, timed in increasing order")
+    lengths: tuple[int, ...] = _field(DEFAULT_LENGTHS, "sequence lengths, timed in increasing order (duplicates dropped)")
     batch: int = _field(1, "sequences per call")
     hidden: int = _field(128, "hidden width H")
     state: int = _field(64, "state size P")
-    modes: tuple[str, ...] = _field(MODES, "fwd, fwdbwd (gradient w.r.t. parameters and input)")
-    target: str = _field("layer", "time one sequence layer or the whole model (2 blocks, classification head)")
-    dtype: str = _field("float32", "float32, bfloat16 or float64 (float64 enables jax_enable_x64)")
-    repeats: int = _field(5, "at least this many timed calls per cell")
-    min_time: float = _field(1.0, "and at least this many seconds of timed calls")
-    warmup: int = _field(1, "untimed calls before timing")
-    timeout: float = _field(300.0, "seconds a cell may take in all (isolated cells are killed)")
+    modes: tuple[str, ...] = _field(DEFAULT_MODES, "fwd, fwdbwd (gradient w.r.t. parameters and input), train (whole training step)")
+    target: str = _field("layer", "time one sequence layer or the whole model (2 blocks, classification head); train is always the model")
+    dtype: str = _field("float32", "element type: float32, bfloat16 or float64 (float64 enables jax_enable_x64)")
+    repeats: int = _field(5, "at least this many timed calls per cell and round")
+    min_time: float = _field(1.0, "and at least this many seconds of timed calls per cell and round")
+    warmup: int = _field(1, "untimed calls before timing, per round")
+    rounds: int = _field(3, "rounds: each visits every cell once, in a fresh random order")
+    max_rounds: int = _field(10, "at most this many rounds for a cell whose interval is still wider than --ci-target")
+    ci_target: float = _field(0.05, "wanted half-width of the 95% interval of each cell's median, relative (0.05 = +-5%)")
+    budget: float = _field(1800.0, "seconds of sweep after which no extra round starts (the minimum rounds always run)")
+    timeout: float = _field(300.0, "seconds one cell may take per round (isolated cells are killed)")
     isolate: bool = _field(True, "run each cell in its own process")
     memory_limit_gb: float | None = _field(None, "address-space limit per isolated cell, in GiB")
-    seed: int = _field(0, "parameter and input seed")
+    seed: int = _field(0, "parameter, input and round-order seed")
     bandwidth: bool = _field(True, "measure the device's copy bandwidth first (for bandwidth_fraction rows)")
+    verify: bool = _field(False, "per cell, max_rel_err against the float64 sequential backend at the same length")
     devices: int | None = _field(None, "devices of the mesh (default: all; data-parallel: all that divide the batch)")
     seq_shard: bool = _field(False, "split each sequence over the devices (sequence-parallel scan) instead of the batch")
 
@@ -84,24 +134,27 @@ class ScanSweep:
             check_choice("mode", mode, MODES)
         check_choice("target", self.target, TARGETS)
         check_choice("dtype", self.dtype, DTYPES)
-        if not self.lengths or min(self.lengths) < 1:
-            raise DlbenchError(f"lengths must be positive integers, got {list(self.lengths)}")
-        if self.batch < 1 or self.hidden < 1 or self.state < 1:
-            raise DlbenchError("batch, hidden and state must be positive")
+        if not self.lengths:
+            raise DlbenchError("lengths: give at least one sequence length")
+        if not self.modes:
+            raise DlbenchError("modes: give at least one mode")
+        for key, (low, high) in BOUNDS.items():
+            values = getattr(self, key)
+            for value in values if isinstance(values, tuple) else (values,):
+                if value is None:
+                    continue
+                if not (math.isfinite(value) and low <= value <= high):
+                    raise DlbenchError(f"{key.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+        if self.max_rounds < self.rounds:
+            raise DlbenchError(f"max-rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
         if not self.backends:
             raise DlbenchError("at least one backend is needed")
         valid = known_backends()
         for backend in self.backends:
             if backend not in valid:  # "*" is how "all" reaches here; users type "all"
                 check_choice("backend", backend, [b for b in valid if b != "*"] + ["all"])
-        if self.seq_shard and self.target != "layer":
+        if self.seq_shard and (self.target != "layer" or "train" in self.modes):
             raise DlbenchError("--seq-shard times one sequence layer (--target layer): a model's norms and head are not sequence-parallel")
-        if self.devices is not None and self.devices < 1:
-            raise DlbenchError(f"--devices must be >= 1, got {self.devices}")
-        if not self.timeout > 0:
-            raise DlbenchError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
-            raise DlbenchError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
         try:
             self.policy()
         except ValueError as error:
@@ -115,9 +168,16 @@ class ScanSweep:
 
         return self.models or model_names()
 
+    def unique_lengths(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.lengths)))
+
+    def duplicate_lengths(self) -> list[int]:
+        """Lengths given more than once (each is timed once)."""
+        return sorted({n for n in self.lengths if self.lengths.count(n) > 1})
+
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], where: str = "sweep") -> ScanSweep:
-        """Build from a TOML table; unknown keys are errors naming the closest valid key."""
+        """Build from a TOML table (THE parser of ``[sweep]``); unknown keys are errors naming the closest valid key."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in mapping.items():
@@ -133,12 +193,34 @@ class ScanSweep:
             values["models"] = ()
         if values.get("backends") == ("all",):
             values["backends"] = ALL_BACKENDS
-        if values.get("modes") == ("both",):
-            values["modes"] = MODES
+        if "modes" in values:
+            values["modes"] = expand_modes(values["modes"])
         try:
             return cls(**values)
         except DlbenchError as error:
             raise DlbenchError(f"{where}: {error}") from None
+
+
+def expand_modes(modes: Sequence[str]) -> tuple[str, ...]:
+    """"both" is fwd and fwdbwd, "all" every mode; duplicates are dropped."""
+    out: list[str] = []
+    for mode in modes:
+        for m in DEFAULT_MODES if mode == "both" else MODES if mode == "all" else (mode,):
+            if m not in out:
+                out.append(m)
+    return tuple(out)
+
+
+def option_default(name: str) -> Any:
+    """The default of ScanSweep field ``name`` (the CLI's defaults come from here)."""
+    return {f.name: f.default for f in dataclasses.fields(ScanSweep)}[name]
+
+
+def option_help(name: str) -> str:
+    """The help of ScanSweep field ``name`` with its default, for the CLI."""
+    field = {f.name: f for f in dataclasses.fields(ScanSweep)}[name]
+    text = field.metadata["help"]
+    return text[0].upper() + text[1:] + "."
 
 
 # The generic backends; "all" also times each layer's own extra backends.
@@ -181,6 +263,9 @@ class Cell:
         return (self.model, self.backend, self.mode, self.batch, self.hidden, self.state, self.target, self.dtype,
                 self.devices, self.seq_shard)
 
+    def label(self) -> str:
+        return f"{self.model} {self.backend} L={self.seq_len} {self.mode}"
+
     def axes(self) -> dict[str, Any]:
         return {
             "task": "scan",
@@ -219,13 +304,14 @@ def cells(sweep: ScanSweep) -> Iterator[Cell]:
     for model in sweep.model_list():
         for backend in expand_backends(model, sweep.backends):
             for mode in sweep.modes:
-                for length in sorted(sweep.lengths):
-                    yield Cell(model, backend, mode, length, sweep.batch, sweep.hidden, sweep.state, sweep.target, sweep.dtype,
+                target = "model" if mode == "train" else sweep.target
+                for length in sweep.unique_lengths():
+                    yield Cell(model, backend, mode, length, sweep.batch, sweep.hidden, sweep.state, target, sweep.dtype,
                                sweep.seed, devices, sweep.seq_shard)
 
 
 # ---------------------------------------------------------------------------------------------
-# One cell, in this process.
+# One cell's workload.
 
 
 def _dtype(name: str):
@@ -237,8 +323,27 @@ def _dtype(name: str):
     return jnp.dtype(name)
 
 
-def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
-    """(fn, args, sequence layer, layer options) for a cell; only the registry knows the model."""
+@dataclasses.dataclass
+class Workload:
+    """What a cell times: ``fn(*args)``; the sequence layer; the options recorded in the rows.
+
+    ``check_fn(*args)`` is what ``--verify`` compares with the float64 reference (``fn`` itself, except
+    in ``train`` mode: the loss and gradients, since Adam's normalised update would amplify rounding).
+    """
+
+    fn: Callable
+    args: tuple
+    layer: Any
+    options: dict[str, Any]
+    check_fn: Callable
+
+    def __iter__(self):  # fn, args, layer, options = build_workload(cell)
+        return iter((self.fn, self.args, self.layer, self.options))
+
+
+def build_workload(cell: Cell, *, dropout: float | None = None) -> Workload:
+    """The workload of a cell; only the registry knows the model. ``dropout`` overrides the backbone's
+    (``--verify`` compares with dropout off: float64 draws different dropout masks)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -255,12 +360,15 @@ def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
         module = spec.make_layer(cell.hidden, cell.state, rngs=nnx.Rngs(cell.seed), dtype=dtype, param_dtype=param_dtype, scan=cell.backend)
         layer = module
     else:
-        config = ModelConfig(num_inputs=cell.hidden, hidden_dim=cell.hidden, state_dim=cell.state, num_blocks=2, num_outputs=10, scan=cell.backend)
+        config = ModelConfig(num_inputs=cell.hidden, hidden_dim=cell.hidden, state_dim=cell.state, num_blocks=2, num_outputs=10, scan=cell.backend,
+                             **({} if dropout is None else {"dropout": dropout}))
         module = build_model(cell.model, config, seed=cell.seed, dtype=dtype, param_dtype=param_dtype)
-        module.train() if cell.mode == "fwdbwd" else module.eval()
+        module.train() if cell.mode in ("fwdbwd", "train") else module.eval()
         layer = module.blocks[0].layer
-    graphdef, state = nnx.split(module)
     options = {**spec.options, "scan": cell.backend, "resolved_scan": layer.resolve_scan(cell.seq_len)}
+    if cell.mode == "train":
+        return _train_workload(cell, module, x, layer, options)
+    graphdef, state = nnx.split(module)
     if cell.seq_shard:
         forward, state, x = _seq_sharded_forward(cell, graphdef, state, x)
         options["seq_shard"] = True
@@ -276,13 +384,41 @@ def build_workload(cell: Cell) -> tuple[Callable, tuple, Any, dict[str, Any]]:
             return nnx.merge(graphdef, state)(x)
 
     if cell.mode == "fwd":
-        return forward, (state, x), layer, options
+        return Workload(forward, (state, x), layer, options, forward)
 
     def loss(state, x):
         y = forward(state, x)
         return jnp.mean(jnp.square(y.astype(jnp.float32)))
 
-    return jax.grad(loss, argnums=(0, 1)), (state, x), layer, options
+    grads = jax.grad(loss, argnums=(0, 1))
+    return Workload(grads, (state, x), layer, options, grads)
+
+
+def _train_workload(cell: Cell, model, x, layer, options) -> Workload:
+    """One full training step of the whole model: forward, cross-entropy, backward, Adam update."""
+    import jax
+    from flax import nnx
+
+    from dlbench import distributed, train
+    from dlbench.config import TrainConfig
+
+    optimizer = train.make_optimizer(model, TrainConfig())
+    graphdef, state = nnx.split((model, optimizer))
+    y = jax.random.randint(jax.random.key(cell.seed + 1), (cell.batch,), 0, 10)
+    mesh = distributed.make_mesh(cell.devices, distributed.DATA)
+    state, (x, y) = distributed.put_replicated(mesh, state), distributed.put_batch(mesh, (x, y))
+
+    def step(state, x, y):
+        model, optimizer = nnx.merge(graphdef, state)
+        loss, grads = train.loss_and_grads(model, x, y, None)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+
+    def loss_and_grads(state, x, y):
+        model, _ = nnx.merge(graphdef, state)
+        return train.loss_and_grads(model, x, y, None)
+
+    return Workload(step, (state, x, y), layer, options, loss_and_grads)
 
 
 def _seq_sharded_forward(cell: Cell, graphdef, state, x):
@@ -323,222 +459,179 @@ def _seq_sharded_forward(cell: Cell, graphdef, state, x):
     return forward, state, x
 
 
-def run_cell(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None]) -> str:
-    """Measure one cell, emitting rows as they are made. Returns the cell's status."""
-    from dlbench.timing import (
-        classify_failure,
-        compilation_cache_state,
-        compile_timed,
-        is_finite_tree,
-        peak_memory,
-        repeat_timed,
-        timing_warnings,
-    )
+# ---------------------------------------------------------------------------------------------
+# One round of one cell, in this process.
+
+
+def _cell_s(base: dict, started: float, status: str, reason: str) -> dict:
+    return {**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": status, "reason": reason}
+
+
+def run_cell(
+    cell: Cell,
+    policy: TimingPolicy,
+    emit: Callable[[dict], None],
+    *,
+    round_index: int = 0,
+    verify: bool = False,
+    kept: dict | None = None,
+) -> str:
+    """Measure one round of one cell, emitting rows as they are made. Returns the round's status.
+
+    ``kept`` (in-process sweeps) maps a cell key to its workload and executable, so a later round
+    neither rebuilds nor recompiles it.
+    """
+    from dlbench.timing import is_finite_tree, peak_memory, time_function
 
     started = time.perf_counter()
-    base = cell.axes()
-    status, reason = "ok", ""
+    base = {**cell.axes(), "round": round_index}
+    entry = kept.get(cell.key()) if kept is not None else None
     try:
-        fn, args, layer, options = build_workload(cell)
+        workload = entry[0] if entry else build_workload(cell)
     except Exception as error:  # noqa: BLE001 - a model that cannot be built for this cell is a result too
         # A DlbenchError here means the model lacks the backend (n/a); anything else is a failure.
         status, reason = ("n/a", str(error)) if isinstance(error, DlbenchError) else classify_failure(error)
-        emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": status, "reason": reason})
+        emit(_cell_s(base, started, status, reason))
         return status
-    base["layer_options"] = json.dumps(options, sort_keys=True, default=str)
+    base["layer_options"] = json.dumps(workload.options, sort_keys=True, default=str)
+    status, reason = "ok", ""
     try:
-        compiled, lower_s, compile_s, analysis = compile_timed(fn, args)
-        cache = compilation_cache_state()
-        emit({**base, "metric": "lower_s", "value": lower_s, "unit": "s", "source": f"cache={cache}"})
-        emit({**base, "metric": "compile_s", "value": compile_s, "unit": "s", "source": f"cache={cache}"})
-        if analysis and "peak_memory_in_bytes" in analysis:
-            emit({**base, "metric": "peak_bytes", "value": analysis["peak_memory_in_bytes"], "unit": "bytes", "source": "memory_analysis"})
-        # The warm-up inside repeat_timed is the executable's first call (first_call_s); the output is
-        # checked for NaN/Inf only afterwards, by one more untimed call.
-        first, repeats = repeat_timed(lambda: compiled(*args), policy)
-        if not is_finite_tree(compiled(*args)):
+        timing = time_function(workload.fn, workload.args, policy, compiled=entry[1] if entry else None)
+        if not is_finite_tree(timing.outputs):
             raise FloatingPointError("non-finite output")
-        for i, t in enumerate(first):
-            emit({**base, "metric": "first_call_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"})
-        for i, t in enumerate(repeats):
-            emit({**base, "metric": "wall_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"})
-        peak, source = peak_memory()
-        emit({**base, "metric": "peak_bytes", "value": peak, "unit": "bytes", "source": source})
-        import statistics
-
-        dtype_bytes = args[1].dtype.itemsize
-        per_token = layer.min_bytes_per_token_at(cell.seq_len, dtype_bytes) * (2 if cell.mode == "fwdbwd" else 1)
-        emit({**base, "metric": "min_bytes_per_token", "value": per_token, "unit": "bytes", "source": type(layer).__name__})
-        if bandwidth:
-            achieved = per_token * cell.batch * cell.seq_len / statistics.median(repeats)
-            emit({**base, "metric": "bandwidth_fraction", "value": achieved / bandwidth, "unit": "1", "source": "min_bytes/median/bandwidth"})
-        reason = "; ".join(timing_warnings(first, repeats, policy))
-    except FloatingPointError as error:
-        status, reason = "nan", str(error)
+        first_round = round_index == 0
+        for row in timing.rows(base):
+            if first_round or row["metric"] in ("first_call_s", "wall_s"):
+                emit(row)
+        if first_round:
+            peak, source = peak_memory()
+            emit({**base, "metric": "peak_bytes", "value": peak, "unit": "bytes", "source": source})
+            dtype_bytes = workload.args[1].dtype.itemsize
+            per_token = workload.layer.min_bytes_per_token_at(cell.seq_len, dtype_bytes) * (1 if cell.mode == "fwd" else 2)
+            emit({**base, "metric": "min_bytes_per_token", "value": per_token, "unit": "bytes", "source": type(workload.layer).__name__})
+            if verify:
+                emit(verify_row(cell, workload, base))
+        if kept is not None and entry is None:
+            kept[cell.key()] = (workload, timing.compiled)
+        reason = "; ".join(timing.warnings)
     except Exception as error:  # noqa: BLE001 - any failure of a cell is a result, not a crash
         status, reason = classify_failure(error)
-    emit({**base, "metric": "cell_s", "value": time.perf_counter() - started, "unit": "s", "status": status, "reason": reason})
+    emit(_cell_s(base, started, status, reason))
     return status
 
 
-# ---------------------------------------------------------------------------------------------
-# Isolation: one process per cell.
-
-ROW_PREFIX = "DLBENCH-ROW "
-
-
-def _child_main(spec: str) -> int:
-    """Entry of an isolated cell: rows go to stdout as JSON lines."""
+def run_cell_payload(payload: dict, emit: Callable[[dict], None]) -> None:
+    """Entry of an isolated cell (:mod:`dlbench.cells`): one round of one cell."""
     from dlbench.plugins import load_models
 
-    payload = json.loads(spec)
-    _limit_memory(payload.get("memory_limit_gb"))
     load_models()  # the parent exported its plugins in $DLBENCH_PLUGINS
-    cell = Cell(**payload["cell"])
-    policy = TimingPolicy(**payload["policy"])
-
-    def emit(row):
-        print(ROW_PREFIX + json.dumps(row, default=str), flush=True)
-
-    run_cell(cell, policy, payload.get("bandwidth"), emit)
-    return 0
+    run_cell(Cell(**payload["cell"]), TimingPolicy(**payload["policy"]), emit, round_index=payload["round"], verify=payload["verify"])
 
 
-def _limit_memory(gb: float | None) -> None:
-    """Cap this process's address space (the isolated cell limits itself: a ``preexec_fn`` would fork a
-    multithreaded JAX parent, which Python documents as deadlock-prone)."""
-    if not gb:
-        return
-    import resource
+def max_rel_err(got: Any, reference: Any) -> float:
+    """max over output leaves of max|got - ref| / max|ref| (relative to each leaf's largest reference value)."""
+    import jax
+    import numpy as np
 
-    limit = int(gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def run_cell_isolated(cell: Cell, policy: TimingPolicy, bandwidth: float | None, emit: Callable[[dict], None], *, timeout: float, memory_limit_gb: float | None) -> str:
-    """Run a cell in a child process, relaying its rows; a death or time-out becomes a row."""
-    payload = json.dumps({"cell": dataclasses.asdict(cell), "policy": dataclasses.asdict(policy), "bandwidth": bandwidth,
-                          "memory_limit_gb": memory_limit_gb})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlbench.profile", payload],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    status = None
-    deadline = started + timeout
-    import selectors
-
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    stderr_tail: list[str] = []
-    try:
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                _kill(proc)
-                break
-            if not selector.select(timeout=min(remaining, 1.0)):
-                if proc.poll() is not None:
-                    break
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(ROW_PREFIX):
-                row = json.loads(line[len(ROW_PREFIX) :])
-                emit(row)
-                if row.get("metric") == "cell_s":
-                    status = row.get("status", "ok")
-    except BaseException:
-        _kill(proc)
-        raise
-    finally:
-        selector.close()
-    timed_out = status is None and time.perf_counter() >= deadline
-    if proc.poll() is None:
-        _kill(proc)
-    proc.wait()
-    stderr_tail = (proc.stderr.read() or "").strip().splitlines()[-20:]
-    if status is not None:
-        return status
-    base = cell.axes()
-    elapsed = time.perf_counter() - started
-    if timed_out:
-        status, reason = "timeout", f"cell exceeded --timeout {timeout:g}s and was killed"
-    elif proc.returncode in (-signal.SIGKILL, 137):
-        status, reason = "oom", "cell process killed by SIGKILL (out of memory)"
-    else:
-        text = " ".join(stderr_tail)
-        status = "oom" if ("RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "MemoryError" in text) else "error"
-        last = next((line for line in reversed(stderr_tail) if line.strip()), f"exit code {proc.returncode}")
-        reason = f"cell process died (exit {proc.returncode}): {last.strip()[:250]}"
-    emit({**base, "metric": "cell_s", "value": elapsed, "unit": "s", "status": status, "reason": reason})
-    return status
+    worst = 0.0
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(reference), strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if not np.issubdtype(b.dtype, np.floating) or b.size == 0:
+            continue
+        scale = float(np.max(np.abs(b)))
+        err = float(np.max(np.abs(a - b)))
+        worst = max(worst, err / scale if scale > 0 else err)
+    return worst
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def verify_row(cell: Cell, workload: Workload, base: dict) -> dict:
+    """The ``max_rel_err`` row of a cell: its outputs against the float64 sequential backend with the
+    same parameters and inputs (a layer without ``sequential`` is checked against its own backend in
+    float64, and the row's source says so)."""
+    import jax
+    import numpy as np
 
+    if cell.target == "model":  # the same cell without dropout (its masks are drawn per dtype)
+        workload = build_workload(cell, dropout=0.0)
+    got = jax.tree.map(np.asarray, jax.jit(workload.check_fn)(*workload.args))
+    scans = workload.layer.scans
+    reference_backend = "sequential" if "sequential" in scans else workload.options["resolved_scan"]
+    with jax.enable_x64(True):
+        reference = build_workload(dataclasses.replace(cell, backend=reference_backend, dtype="float64", devices=1, seq_shard=False),
+                                   dropout=0.0)
 
-# ---------------------------------------------------------------------------------------------
-# Bandwidth.
+        def to64(x):
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+                return x
+            x = np.asarray(x)
+            return x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) or x.dtype == jax.numpy.bfloat16 else x
 
-
-# Copies are fast and steady: more repeats in less time than a scan cell.
-BANDWIDTH_POLICY = TimingPolicy(repeats=10, min_time_s=0.5)
-
-
-def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = BANDWIDTH_POLICY) -> float:
-    """Copy bandwidth of the default device in bytes/s: read + write of an array of ``megabytes``.
-
-    ``x + 1`` rather than a copy, so XLA cannot elide it; every element is read once and written once.
-    """
-    import statistics
-
-    import jax.numpy as jnp
-
-    from dlbench.timing import time_function
-
-    n = megabytes * 2**20 // 4
-    x = jnp.ones((n,), jnp.float32)
-    timing = time_function(lambda x: x + 1.0, (x,), policy)
-    return 2 * n * 4 / statistics.median(timing.repeats_s)
+        args = jax.tree.map(to64, workload.args)
+        expected = jax.jit(reference.check_fn)(*args)
+        err = max_rel_err(got, expected)
+    tolerance = verify_tolerance(cell.model, cell.dtype)
+    ok = math.isfinite(err) and err <= tolerance
+    return {**base, "metric": "max_rel_err", "value": err, "unit": "1", "source": f"vs {reference_backend} float64",
+            "status": "ok" if ok else "error", "reason": f"tolerance {tolerance:g}" + ("" if ok else " exceeded")}
 
 
 # ---------------------------------------------------------------------------------------------
 # The sweep.
 
 
-def finished_cells(path: Path) -> tuple[set[tuple], dict[tuple, tuple[int, str]]]:
-    """Cells already measured in a rows file, and per series the first stopping failure (length, status)."""
+def load_progress(path: Path, all_cells: Sequence[Cell]) -> tuple[list[CellProgress], dict[tuple, tuple[int, str]]]:
+    """Per cell what a rows file already holds (rounds, failures, interval rows), and per series the
+    first stopping failure (length, status). Rows of sweeps before rounds (no ``round``) count as one
+    finished round of a finished cell."""
     import pandas as pd
 
     from dlbench.rundir import read_rows
 
+    progress = {c.key(): CellProgress(c) for c in all_cells}
+    stops: dict[tuple, tuple[int, str]] = {}
     if not path.exists() or path.stat().st_size == 0:
-        return set(), {}
+        return list(progress.values()), stops
     rows = read_rows([path])
-    done = rows[(rows["metric"] == "cell_s") & (rows["task"] == "scan")]
-    keys, stops = set(), {}
-    for r in done.itertuples():
-        seq_shard = bool(isinstance(r.layer_options, str) and json.loads(r.layer_options or "{}").get("seq_shard"))
+    rows = rows[rows["task"] == "scan"]
+    for r in rows.itertuples():
+        options = json.loads(r.layer_options) if isinstance(r.layer_options, str) and r.layer_options else {}
         devices = 1 if pd.isna(r.devices) else int(r.devices)
         cell = Cell(r.model, r.backend, r.mode, int(r.seq_len), int(r.batch), int(r.hidden), int(r.state), r.target, r.dtype,
-                    int(r.seed), devices, seq_shard)
-        keys.add(cell.key())
-        if r.status in STOPPING:
-            prior = stops.get(cell.series())
-            if prior is None or cell.seq_len < prior[0]:
-                stops[cell.series()] = (cell.seq_len, r.status)
-    return keys, stops
+                    int(r.seed), devices, bool(options.get("seq_shard")))
+        p = progress.setdefault(cell.key(), CellProgress(cell))
+        legacy = "round" not in rows.columns or pd.isna(r.round)
+        round_index = 0 if legacy else int(r.round)
+        if options:
+            p.options = r.layer_options
+        if r.metric == "wall_s" and r.status == "ok":
+            p.samples.setdefault(round_index, []).append(float(r.value))
+        elif r.metric == "min_bytes_per_token":
+            p.per_token = float(r.value)
+        elif r.metric == "wall_s_ci_low":
+            p.final = True
+        elif r.metric == "cell_s":
+            if r.status != "ok":
+                p.status, p.reason = r.status, str(r.reason) if isinstance(r.reason, str) else ""
+                p.samples.pop(round_index, None)
+            elif legacy:
+                p.final = True
+            if r.status in STOPPING:
+                prior = stops.get(cell.series())
+                if prior is None or cell.seq_len < prior[0]:
+                    stops[cell.series()] = (cell.seq_len, r.status)
+        elif r.metric == "max_rel_err" and r.status != "ok":
+            p.status, p.reason = "error", f"max_rel_err {r.value:.3g}: {r.reason}"
+    # A round counts once its cell_s row is there; wall_s rows of a round cut short are dropped.
+    done_rounds = {}
+    if "round" in rows.columns:
+        for r in rows[(rows.metric == "cell_s") & (rows.status == "ok")].itertuples():
+            key_rows = done_rounds.setdefault((r.model, r.backend, r.mode, int(r.seq_len)), set())
+            key_rows.add(0 if pd.isna(r.round) else int(r.round))
+    for p in progress.values():
+        finished = done_rounds.get((p.cell.model, p.cell.backend, p.cell.mode, p.cell.seq_len))
+        if finished is not None:
+            p.samples = {k: v for k, v in p.samples.items() if k in finished}
+    return list(progress.values()), stops
 
 
 def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None, plot: bool = True,
@@ -563,7 +656,6 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
         merged,
         new_run_id,
         read_manifest,
-        trim_unfinished,
     )
 
     console = console or Console()
@@ -583,57 +675,104 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
                 manifest.run_id = _existing_run_id(rows_path) or manifest.run_id
         manifest = merged(old, manifest)
         if is_writer:
-            if resume:
-                trim_unfinished(rows_path, kind="profile")
             manifest.write(out)
-        done, stops = finished_cells(rows_path) if resume else (set(), {})
+        all_cells = list(cells(sweep))
+        progress, stops = load_progress(rows_path, all_cells) if resume else ([CellProgress(c) for c in all_cells], {})
+        wanted = {c.key() for c in all_cells}
+        progress = [p for p in progress if p.cell.key() in wanted]
         defaults = {"run_id": manifest.run_id, "suite": suite, "config_hash": digest}
         writer = RowWriter(rows_path, defaults=defaults) if is_writer else NullWriter(defaults)
-        policy = sweep.policy()
-        all_cells = list(cells(sweep))
-        todo = [c for c in all_cells if c.key() not in done]
-        console.print(f"dlbench profile scan: {len(all_cells)} cells ({len(all_cells) - len(todo)} already measured) -> {rows_path}")
-
-        bandwidth = None
-        if sweep.bandwidth and todo:
-            bandwidth = measure_bandwidth()
-            writer.write({"task": "bandwidth", "model": "", "metric": "bandwidth", "value": bandwidth, "unit": "bytes/s", "source": "x+1 on 256 MiB float32"})
-            console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
-
-        display = LiveTable(console, total=len(todo))
-        try:
-            _sweep_cells(todo, sweep, policy, bandwidth, stops, writer, display)
-        except KeyboardInterrupt:
-            console.print(f"interrupted: every finished cell is in {rows_path}; continue with: dlbench profile scan --resume --out {out}")
-            raise
+        measure_sweep(sweep, progress, stops, writer, console, rows_path)
     if plot and is_writer:
         write_plot(rows_path, out / PLOT_FILE, console)
+    check_outcome(progress, console)
     return rows_path
 
 
-def _sweep_cells(todo, sweep: ScanSweep, policy, bandwidth, stops, writer, display) -> None:
-    """Measure each cell in turn, writing its rows as they are made (the body of :func:`run_sweep`)."""
-    with display:
-        for cell in todo:
-            stop = stops.get(cell.series())
-            if stop and cell.seq_len > stop[0]:
-                row = {**cell.axes(), "metric": "cell_s", "value": 0.0, "unit": "s", "status": "skipped", "reason": f"{stop[1]} at seq_len {stop[0]}"}
+def measure_sweep(sweep: ScanSweep, progress: list[CellProgress], stops, writer, console, rows_path: Path) -> None:
+    """The body of :func:`run_sweep`: bandwidth, the rounds, the interval rows."""
+    import jax
+
+    done = sum(1 for p in progress if p.final or p.failed)
+    console.print(f"dlbench profile scan: {len(progress)} cells ({done} already measured), {sweep.rounds} rounds -> {rows_path}")
+    if sweep.duplicate_lengths():
+        console.print(f"note: duplicate lengths dropped: {', '.join(map(str, sweep.duplicate_lengths()))}")
+    todo = [p for p in progress if not (p.final or p.failed)]
+    bandwidth = None
+    if sweep.bandwidth and todo:
+        from dlbench.timing import measure_and_write_bandwidth
+
+        bandwidth = measure_and_write_bandwidth(writer)
+        console.print(f"copy bandwidth: {bandwidth / 1e9:.2f} GB/s")
+    policy = sweep.policy()
+    multi = jax.process_count() > 1
+    cache_dir = tempfile.mkdtemp(prefix="dlbench-jax-cache-") if sweep.isolate else None
+    kept: dict = {}
+
+    def measure(cell: Cell, round_index: int) -> tuple[str, str, list[float]]:
+        rows: list[dict] = []
+
+        def emit(row):
+            rows.append(writer.write(row))
+
+        if sweep.isolate:
+            payload = {"cell": dataclasses.asdict(cell), "policy": dataclasses.asdict(policy), "round": round_index, "verify": sweep.verify}
+            from dlbench.cells import run_isolated
+
+            status = run_isolated("dlbench.profile:run_cell_payload", payload, emit, base={**cell.axes(), "round": round_index},
+                                  timeout=sweep.timeout, memory_limit_gb=sweep.memory_limit_gb, cache_dir=cache_dir)
+        else:
+            status = run_cell(cell, policy, emit, round_index=round_index, verify=sweep.verify, kept=kept)
+        reason = next((r.get("reason") or "" for r in rows if r.get("metric") == "cell_s"), "")
+        p = by_key[cell.key()]
+        for r in rows:
+            if r.get("layer_options") and p.options is None:
+                p.options = r["layer_options"]
+            if r.get("metric") == "min_bytes_per_token":
+                p.per_token = float(r["value"])
+            if r.get("metric") == "max_rel_err" and r.get("status") == "error" and status == "ok":
+                status, reason = "error", f"max_rel_err {r['value']:.3g} > {r['reason']}"
+        return status, reason, [float(r["value"]) for r in rows if r.get("metric") == "wall_s"]
+
+    by_key = {p.cell.key(): p for p in progress}
+    display = LiveTable(console, total=len(todo)) if console.is_terminal else PlainLines(console)
+
+    def skip(p: CellProgress, stop) -> None:
+        writer.write({**p.cell.axes(), "metric": "cell_s", "value": 0.0, "unit": "s", "status": "skipped", "reason": p.reason})
+        display.finish(p)
+
+    def measured(p: CellProgress, round_index: int) -> None:
+        finished = p.failed or not p.wants_round(sweep.rounds, sweep.max_rounds, sweep.ci_target)
+        if finished:
+            finalize(p)
+        display.round_done(p, round_index, finished)
+
+    def finalize(p: CellProgress) -> None:
+        if not p.failed and not p.final:
+            for row in interval_rows(p, sweep.ci_target, bandwidth):
                 writer.write(row)
-                display.finish(cell, "skipped", [row])
-                continue
-            cell_rows: list[dict] = []
+            p.final = True
+        display.finish(p)
 
-            def emit(row, cell_rows=cell_rows):
-                cell_rows.append(writer.write(row))
-
-            display.start(cell)
-            if sweep.isolate:
-                status = run_cell_isolated(cell, policy, bandwidth, emit, timeout=sweep.timeout, memory_limit_gb=sweep.memory_limit_gb)
-            else:
-                status = run_cell(cell, policy, bandwidth, emit)
-            if status in STOPPING and cell.series() not in stops:
-                stops[cell.series()] = (cell.seq_len, status)
-            display.finish(cell, status, cell_rows)
+    try:
+        with display:
+            run_rounds(todo, measure, rounds=sweep.rounds, max_rounds=sweep.rounds if multi else sweep.max_rounds,
+                       target=sweep.ci_target, budget=math.inf if multi else sweep.budget, seed=sweep.seed,
+                       stops=stops, skip=skip, on_measured=measured)
+            for p in todo:
+                if not p.final and not p.failed:
+                    finalize(p)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: every finished cell is in {rows_path}; continue with --resume --out {rows_path.parent}")
+        raise
+    finally:
+        if cache_dir:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    short = [p for p in todo if p.stopped_short and not p.failed]
+    for p in short:
+        interval = p.interval()
+        console.print(f"note: {p.cell.label()}: interval +-{interval.half_width:.1%} is wider than the target "
+                      f"+-{sweep.ci_target:.1%} ({p.stopped_short}, {p.rounds_done} rounds)")
 
 
 def write_plot(rows_path: Path, png: Path, console) -> None:
@@ -658,67 +797,7 @@ def _existing_run_id(path: Path) -> str | None:
     return str(ids.iloc[0]) if len(ids) else None
 
 
-def run_sweep_from_mapping(mapping: Mapping[str, Any], *, out_dir, resume: bool = False, suite: str = "", where: str = "sweep") -> Path:
-    """Entry for ``dlbench run SUITE`` when the suite is a profile sweep (its ``[sweep]`` table)."""
-    return run_sweep(ScanSweep.from_mapping(mapping, where=where), out_dir, resume=resume, suite=suite)
+if __name__ == "__main__":  # isolated cells of older versions were started as `python -m dlbench.profile`
+    from dlbench.cells import child_main
 
-
-class LiveTable:
-    """A progress bar and a table of finished cells, redrawn as cells finish."""
-
-    def __init__(self, console, total: int):
-        from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        self.task = self.progress.add_task("cells", total=total)
-        self.rows: list[tuple] = []
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
-
-    def _render(self):
-        from rich.console import Group
-        from rich.table import Table
-
-        table = Table(title="finished cells", show_lines=False)
-        for col in ("model", "backend", "mode", "seq_len", "median ms", "tokens/s", "peak MiB", "status"):
-            table.add_column(col, justify="right" if col not in ("model", "backend", "mode", "status") else "left")
-        for r in self.rows[-15:]:
-            table.add_row(*r)
-        return Group(self.progress, table)
-
-    def __enter__(self):
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.live.__exit__(*exc)
-
-    def start(self, cell: Cell) -> None:
-        self.progress.update(self.task, description=f"{cell.model} {cell.backend} {cell.mode} L={cell.seq_len}")
-        self.live.update(self._render())
-
-    def finish(self, cell: Cell, status: str, rows: list[dict]) -> None:
-        import statistics
-
-        walls = [r["value"] for r in rows if r.get("metric") == "wall_s"]
-        peaks = [r["value"] for r in rows if r.get("metric") == "peak_bytes" and r.get("source") != "memory_analysis"]
-        median = statistics.median(walls) if walls else None
-        self.rows.append(
-            (
-                cell.model,
-                cell.backend,
-                cell.mode,
-                str(cell.seq_len),
-                f"{median * 1e3:.2f}" if median else "-",
-                f"{cell.batch * cell.seq_len / median:,.0f}" if median else "-",
-                f"{peaks[0] / 2**20:,.0f}" if peaks else "-",
-                status,
-            )
-        )
-        self.progress.advance(self.task)
-        self.live.update(self._render())
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1]))
+    sys.exit(child_main(sys.argv[1]))

@@ -299,9 +299,9 @@ def _execute(
     import jax
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dlbench.checkpoints import CHECKPOINTS
     from dlbench.rundir import NullWriter, RowWriter
     from dlbench.tasks import load_task
-    from dlbench.checkpoints import CHECKPOINTS
     from dlbench.train import progress_line, train_run
 
     enable_compilation_cache()

@@ -1,23 +1,24 @@
 """THE timing loop: one honest way to time any jitted function, blind to what it computes.
 
-Policy (JAX "Benchmarking" and "Ahead-of-time lowering" docs; hyperfine):
-1. ``jax.jit(fn).lower(*args)`` and ``.compile()`` are timed apart and reported (``lower_s``,
-   ``compile_s``); the compiled executable is what gets timed, so no call pays for tracing.
-2. ``warmup`` calls run first and are excluded (the first call of an executable pays for buffer
-   allocation and thread-pool start-up); their times are kept as ``first_call_s``.
-3. Every timed call is blocked until its outputs are ready.
-4. Timed calls continue until there are at least ``repeats`` of them AND at least ``min_time_s``
-   seconds of them (whichever comes later), capped by ``max_repeats`` and ``max_time_s``.
-5. Every raw repeat is kept; median, IQR, mean and std summarise them; warnings flag a slow first
-   run and outliers (beyond ``outlier_iqr`` IQRs from the quartiles).
+Policy (JAX "Benchmarking" and "Ahead-of-time lowering" docs; hyperfine; asv), per call of
+:func:`time_function` (one *round* of a cell, see :mod:`dlbench.profile`):
+1. ``jax.jit(fn).lower(*args)`` and ``.compile()`` are timed apart (``lower_s``, ``compile_s``); the
+   compiled executable is what gets timed, so no call pays for tracing.
+2. ``warmup`` calls run first and are excluded (buffer allocation, thread-pool start-up); their times
+   are kept as ``first_call_s``.
+3. Every call is blocked until its outputs are ready.
+4. With ``pair`` every timed call is preceded by an untimed call of the same executable, so the timed
+   call never runs straight after a different program (measured: up to 39% apart otherwise).
+5. Timed calls continue until there are at least ``repeats`` of them AND at least ``min_time_s``
+   seconds of them, capped by ``max_repeats`` and ``max_time_s``.
+6. Every raw repeat is kept (``wall_s`` rows, ``index`` = repeat); warnings flag a slow first run and
+   outliers. The JAX-free policy and statistics live in :mod:`dlbench.timing_policy`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,99 +26,54 @@ from typing import Any
 
 import jax
 
+from dlbench.timing_policy import (  # noqa: F401 - re-exported: the timing loop's public names
+    STOPPING,
+    MedianCI,
+    Summary,
+    TimingPolicy,
+    classify_failure,
+    classify_process_death,
+    median_ci,
+    summarize,
+    timing_warnings,
+)
 
-@dataclasses.dataclass(frozen=True)
-class TimingPolicy:
-    """How many calls to time and when to warn."""
-
-    warmup: int = dataclasses.field(default=1, metadata={"help": "untimed calls before timing"})
-    repeats: int = dataclasses.field(default=5, metadata={"help": "at least this many timed calls"})
-    min_time_s: float = dataclasses.field(default=1.0, metadata={"help": "and at least this many seconds of them"})
-    max_repeats: int = dataclasses.field(default=1000, metadata={"help": "never more timed calls than this"})
-    max_time_s: float | None = dataclasses.field(
-        default=None, metadata={"help": "stop adding repeats past this many seconds (after the minimum count)"}
-    )
-    slow_first_factor: float = dataclasses.field(
-        default=3.0, metadata={"help": "warn when the first call is this many times the median"}
-    )
-    outlier_iqr: float = dataclasses.field(default=3.0, metadata={"help": "outlier fence in IQRs beyond Q1/Q3"})
-
-    def __post_init__(self):
-        if self.warmup < 0 or self.repeats < 1 or self.max_repeats < self.repeats:
-            raise ValueError(
-                f"need warmup >= 0 and 1 <= repeats <= max_repeats, got {self.warmup}, {self.repeats}, {self.max_repeats}"
-            )
-        if self.min_time_s < 0:
-            raise ValueError(f"min_time_s must be >= 0, got {self.min_time_s}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-    """Robust and classical statistics of raw repeat times (seconds)."""
-
-    n: int
-    median: float
-    q1: float
-    q3: float
-    mean: float
-    std: float
-    min: float
-    max: float
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-
-def summarize(samples: Sequence[float]) -> Summary:
-    """Median, quartiles (linear interpolation), mean, sample std, range."""
-    if not samples:
-        raise ValueError("no samples to summarize")
-    xs = sorted(samples)
-    if len(xs) == 1:
-        q1 = q3 = xs[0]
-    else:
-        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return Summary(
-        n=len(xs),
-        median=statistics.median(xs),
-        q1=q1,
-        q3=q3,
-        mean=statistics.fmean(xs),
-        std=statistics.stdev(xs) if len(xs) > 1 else 0.0,
-        min=xs[0],
-        max=xs[-1],
-    )
+DEFAULT_POLICY = TimingPolicy()
 
 
 @dataclasses.dataclass
 class Timing:
-    """Everything measured for one jitted function."""
+    """Everything measured for one jitted function (one round)."""
 
-    lower_s: float
-    compile_s: float
+    lower_s: float | None
+    compile_s: float | None
     first_call_s: list[float]
     repeats_s: list[float]
     memory_analysis: dict[str, int] | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    cache: str = "off"
+    outputs: Any = None
+    compiled: Any = None  # the executable, so a later round can time it again without compiling
 
     @property
     def summary(self) -> Summary:
         return summarize(self.repeats_s)
 
-
-def timing_warnings(first_call_s: Sequence[float], repeats_s: Sequence[float], policy: TimingPolicy) -> list[str]:
-    """Warnings a reader of the numbers should see: slow first run, outliers."""
-    found = []
-    summary = summarize(repeats_s)
-    if first_call_s and summary.median > 0 and first_call_s[0] > policy.slow_first_factor * summary.median:
-        found.append(f"slow first run: {first_call_s[0] / summary.median:.1f}x the median")
-    fence_hi = summary.q3 + policy.outlier_iqr * summary.iqr
-    fence_lo = summary.q1 - policy.outlier_iqr * summary.iqr
-    outliers = sum(1 for x in repeats_s if x > fence_hi or x < fence_lo)
-    if summary.n >= 4 and summary.iqr > 0 and outliers:
-        found.append(f"{outliers} outlier(s) beyond {policy.outlier_iqr:g} IQR")
-    return found
+    def rows(self, base: dict[str, Any]) -> list[dict[str, Any]]:
+        """The tidy rows of this measurement: lower_s, compile_s, compiler peak_bytes, first_call_s, wall_s."""
+        out = []
+        if self.lower_s is not None:
+            out.append({**base, "metric": "lower_s", "value": self.lower_s, "unit": "s", "source": f"cache={self.cache}"})
+        if self.compile_s is not None:
+            out.append({**base, "metric": "compile_s", "value": self.compile_s, "unit": "s", "source": f"cache={self.cache}"})
+        if self.memory_analysis and "peak_memory_in_bytes" in self.memory_analysis:
+            out.append({**base, "metric": "peak_bytes", "value": self.memory_analysis["peak_memory_in_bytes"], "unit": "bytes",
+                        "source": "memory_analysis"})
+        out += [{**base, "metric": "first_call_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"}
+                for i, t in enumerate(self.first_call_s)]
+        out += [{**base, "metric": "wall_s", "value": t, "unit": "s", "index": i, "source": "perf_counter"}
+                for i, t in enumerate(self.repeats_s)]
+        return out
 
 
 def repeat_timed(
@@ -126,12 +82,13 @@ def repeat_timed(
     *,
     clock: Callable[[], float] = time.perf_counter,
     block: Callable[[Any], Any] = jax.block_until_ready,
-) -> tuple[list[float], list[float]]:
-    """Warm up, then time ``call`` per the policy. Returns (first-call times, timed repeats)."""
+) -> tuple[list[float], list[float], Any]:
+    """Warm up, then time ``call`` per the policy. Returns (first-call times, timed repeats, last output)."""
     first = []
+    out = None
     for _ in range(policy.warmup):
         start = clock()
-        block(call())
+        out = block(call())
         first.append(clock() - start)
     repeats: list[float] = []
     total = 0.0
@@ -141,12 +98,14 @@ def repeat_timed(
             break
         if enough and policy.max_time_s is not None and total >= policy.max_time_s:
             break
+        if policy.pair:
+            block(call())  # untimed: the timed call follows a call of itself, never another program
         start = clock()
-        block(call())
+        out = block(call())
         elapsed = clock() - start
         repeats.append(elapsed)
         total += elapsed
-    return first, repeats
+    return first, repeats, out
 
 
 def compile_timed(fn: Callable, args: Sequence[Any], *, clock: Callable[[], float] = time.perf_counter):
@@ -176,14 +135,20 @@ def compiled_memory(compiled) -> dict[str, int] | None:
 def time_function(
     fn: Callable,
     args: Sequence[Any],
-    policy: TimingPolicy = TimingPolicy(),
+    policy: TimingPolicy = DEFAULT_POLICY,
     *,
+    compiled: Callable | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    block: Callable[[Any], Any] = jax.block_until_ready,
 ) -> Timing:
-    """Compile ``fn`` for ``args`` and time the executable per ``policy``."""
-    compiled, lower_s, compile_s, memory = compile_timed(fn, args, clock=clock)
-    first, repeats = repeat_timed(lambda: compiled(*args), policy, clock=clock)
-    return Timing(lower_s, compile_s, first, repeats, memory, timing_warnings(first, repeats, policy))
+    """Compile ``fn`` for ``args`` (unless ``compiled`` is given: a later round of a kept cell) and time
+    the executable per ``policy``. The outputs of the last call are kept (``Timing.outputs``)."""
+    lower_s = compile_s = memory = None
+    cache = compilation_cache_state()
+    if compiled is None:
+        compiled, lower_s, compile_s, memory = compile_timed(fn, args, clock=clock)
+    first, repeats, out = repeat_timed(lambda: compiled(*args), policy, clock=clock, block=block)
+    return Timing(lower_s, compile_s, first, repeats, memory, timing_warnings(first, repeats, policy), cache, out, compiled)
 
 
 def peak_memory() -> tuple[int, str]:
@@ -227,15 +192,36 @@ def is_finite_tree(tree: Any) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
-def classify_failure(error: BaseException) -> tuple[str, str]:
-    """(status, one-line reason) for an exception raised while compiling or running a cell."""
-    text = f"{type(error).__name__}: {error}"
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    lowered = text.lower()
-    if isinstance(error, MemoryError) or "resource_exhausted" in lowered or "out of memory" in lowered:
-        return "oom", first_line[:300]
-    return "error", first_line[:300]
+# ---------------------------------------------------------------------------------------------
+# Copy bandwidth: measured here and its row made here (the sweep and `profile bandwidth` both call these).
 
 
-def tokens_per_second(batch: int, seq_len: int, seconds: float) -> float:
-    return batch * seq_len / seconds if seconds > 0 else math.inf
+# Copies are fast and steady: more repeats in less time than a scan cell.
+BANDWIDTH_POLICY = TimingPolicy(repeats=10, min_time_s=0.5)
+
+
+def measure_bandwidth(megabytes: int = 256, policy: TimingPolicy = BANDWIDTH_POLICY) -> float:
+    """Copy bandwidth of the default device in bytes/s: read + write of an array of ``megabytes``.
+
+    ``x + 1`` rather than a copy, so XLA cannot elide it; every element is read once and written once.
+    """
+    import statistics
+
+    import jax.numpy as jnp
+
+    n = megabytes * 2**20 // 4
+    x = jnp.ones((n,), jnp.float32)
+    timing = time_function(lambda x: x + 1.0, (x,), policy)
+    return 2 * n * 4 / statistics.median(timing.repeats_s)
+
+
+def bandwidth_row(value: float, megabytes: int = 256) -> dict[str, Any]:
+    return {"task": "bandwidth", "model": "", "metric": "bandwidth", "value": value, "unit": "bytes/s",
+            "source": f"x+1 on {megabytes} MiB float32"}
+
+
+def measure_and_write_bandwidth(writer, megabytes: int = 256) -> float:
+    """Measure the copy bandwidth and write its row; THE one place that row is made."""
+    value = measure_bandwidth(megabytes)
+    writer.write(bandwidth_row(value, megabytes))
+    return value

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 from dlbench.errors import UnknownChoiceError
 from dlbench.layers.base import SSMParam
+from dlbench.layers.kernels.oscillatory import _imex1, _project_imex1, block_eigenvalues
 from dlbench.layers.oscillatory import (
     DiscretizationError,
     DLinOSS,
     LinOSS,
     UnstableDiscretizationWarning,
 )
-from dlbench.layers.kernels.oscillatory import _imex1, _project_imex1, block_eigenvalues
 from dlbench.registry import get_model
 
 BATCH, H, P = 3, 7, 5

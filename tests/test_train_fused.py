@@ -1,12 +1,6 @@
 """Fused windows equal single steps; host batching equals device-resident data; checkpoints resume exactly."""
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import jax
@@ -19,7 +13,7 @@ from flax import nnx
 import dlbench.train as train_module
 from dlbench.checkpoints import load_run_params
 from dlbench.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
-from dlbench.models import ModelConfig, build_model
+from dlbench.models import build_model
 from dlbench.rundir import RowWriter
 from dlbench.tasks import Split, TaskData
 

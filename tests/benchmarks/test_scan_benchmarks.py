@@ -2,10 +2,12 @@
 
 `pytest tests/benchmarks --benchmark-only` times them; the normal test run calls each once with
 benchmarking disabled, so they cannot rot. Shapes are fixed so runs compare across commits
-(`--benchmark-autosave`, `--benchmark-compare`).
+(`--benchmark-autosave`, `--benchmark-compare`). Every case checks what it timed: the outputs have
+the workload's shapes and are finite, so a backend that silently returns NaN fails here.
 """
 
 import jax
+import numpy as np
 import pytest
 
 from dlbench.profile import Cell, build_workload, expand_backends
@@ -32,8 +34,15 @@ def test_layer_scan(benchmark, model, backend, mode):
     if backend in GPU_ONLY and jax.default_backend() != "gpu":
         pytest.skip(f"{backend} needs a GPU")
     cell = Cell(model, backend, mode, SEQ_LEN, BATCH, HIDDEN, STATE, "layer", "float32", 0)
-    fn, args, _, _ = build_workload(cell)
-    compiled = jax.jit(fn).lower(*args).compile()
-    jax.block_until_ready(compiled(*args))
+    workload = build_workload(cell)
+    compiled = jax.jit(workload.fn).lower(*workload.args).compile()
+    jax.block_until_ready(compiled(*workload.args))
     benchmark.extra_info.update(seq_len=SEQ_LEN, batch=BATCH, hidden=HIDDEN, state=STATE)
-    benchmark(lambda: jax.block_until_ready(compiled(*args)))
+    out = benchmark(lambda: jax.block_until_ready(compiled(*workload.args)))
+    if mode == "fwd":
+        assert out.shape == (BATCH, SEQ_LEN, HIDDEN)
+    else:  # gradients w.r.t. (parameters, input): the input's gradient has the input's shape
+        assert out[1].shape == (BATCH, SEQ_LEN, HIDDEN)
+        assert jax.tree_util.tree_structure(out[0]) == jax.tree_util.tree_structure(workload.args[0])
+    for leaf in jax.tree_util.tree_leaves(out):
+        assert np.isfinite(np.asarray(leaf, np.float64)).all(), f"{model} {backend} {mode}: non-finite output"
