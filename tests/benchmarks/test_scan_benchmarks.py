@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+import dlbench.layers  # noqa: F401  (registers the built-in models)
 from dlbench.profile import Cell, build_workload, expand_backends
 from dlbench.registry import get_model, model_names
 
