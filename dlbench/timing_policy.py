@@ -161,7 +161,9 @@ def ratio_interval(numerator: MedianCI, denominator: MedianCI) -> tuple[float, f
 
 def timing_warnings(first_call_s: Sequence[float], repeats_s: Sequence[float], policy: TimingPolicy = TimingPolicy()) -> list[str]:
     """Warnings a reader of the numbers should see: slow first run, outliers."""
-    found = []
+    found: list[str] = []
+    if not repeats_s:  # nothing repeated (a single-sample cell): nothing to compare against
+        return found
     summary = summarize(repeats_s)
     if first_call_s and summary.median > 0 and first_call_s[0] > policy.slow_first_factor * summary.median:
         found.append(f"slow first run: {first_call_s[0] / summary.median:.1f}x the median")

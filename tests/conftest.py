@@ -25,6 +25,8 @@ def pytest_configure(config):
 def _no_persistent_compilation_cache(monkeypatch):
     # Tests stay hermetic: no JAX compilation cache shared with the user's runs (see dlbench.suite).
     monkeypatch.setenv("DLBENCH_JAX_CACHE", "off")
+    # Loading a plugin exports it in $DLBENCH_PLUGINS for child processes; no test inherits another's.
+    monkeypatch.delenv("DLBENCH_PLUGINS", raising=False)
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_version_prints_and_exits_zero(capsys):
     ("argv", "fragment"),
     [
         (["profile", "scan", "--models", ""], "no model given; valid choices: all, "),
-        (["profile", "scan", "--timeout", "0"], "timeout must be > 0"),
+        (["profile", "scan", "--timeout", "0"], "timeout must be a finite number"),
         (["run", "scan", "--set", "sweep.batch=1.5", "--dry-run"], "batch: expected an integer, got 1.5"),
         (["run", "scan", "--set", "sweep.lenghts=[64]", "--dry-run"], "did you mean 'lengths'"),
     ],

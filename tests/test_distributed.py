@@ -34,6 +34,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 from dlbench.errors import DlbenchError
 from dlbench.profile import Cell, build_workload
+import dlbench.layers  # noqa: F401  (registers the built-in models)
 from dlbench.registry import get_model, model_names
 
 assert jax.device_count() == 4

@@ -136,6 +136,7 @@ def test_ctrl_c_keeps_every_finished_row(tmp_path):
 
 # --- rounds, intervals, the stop rule -----------------------------------------------------------
 
+import csv  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
@@ -319,11 +320,13 @@ def test_resume_continues_the_rounds_of_an_unfinished_cell(tmp_path):
     run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))
     rows_file = tmp_path / "rows.csv"
     # Cut the file after round 0's rows: round 1 and the interval rows are gone.
-    lines = rows_file.read_text().splitlines(keepends=True)
-    header = lines[0].split(",")
+    with rows_file.open(newline="") as f:
+        header, *body = list(csv.reader(f))  # cells hold JSON with commas: parse, never split
     metric, rnd = header.index("metric"), header.index("round")
-    keep = [lines[0]] + [line for line in lines[1:] if line.split(",")[rnd] in ("", "0") and "wall_s_ci" not in line.split(",")[metric]]
-    rows_file.write_text("".join(keep))
+    keep = [r for r in body if r[rnd] in ("", "0") and not r[metric].startswith("wall_s_ci")]
+    assert len(keep) < len(body)
+    with rows_file.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *keep])
     rows = read_rows([run_sweep(sweep, tmp_path, resume=True, plot=False, console=Console(file=io.StringIO()))])
     assert sorted(rows[rows.metric == "wall_s"]["round"]) == [0, 0, 1, 1]
     assert len(rows[rows.metric == "wall_s_ci_low"]) == 1 and len(rows[rows.metric == "compile_s"]) == 1

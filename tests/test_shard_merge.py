@@ -4,6 +4,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from rowcompare import deterministic_cells
 
 from dlbench.cli import main
 from dlbench.config import load_suite
@@ -39,10 +40,7 @@ def test_dry_run_prints_the_shard(capsys):
 
 
 def _cells(frame):
-    # Timings vary, and peak_bytes on CPU is the process's peak RSS so far (source "rss"), which grows
-    # over the runs of one test process: neither is a property of the cell.
-    frame = frame[~frame.metric.isin(["compile_s", "step_time_s", "train_time_s", "peak_bytes"])]
-    return sorted(zip(frame.task, frame.model, frame.seed, frame.metric, frame["index"].fillna(-1), frame.value.round(6), strict=True))
+    return deterministic_cells(frame)
 
 
 def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_line):

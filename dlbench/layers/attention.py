@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
+from dlbench.errors import DlbenchError
 from dlbench.layers.base import AbstractSequenceLayer
 from dlbench.registry import register_model
 
@@ -41,6 +42,9 @@ class Attention(AbstractSequenceLayer):
         chunk_size: int = 0,
     ):
         self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        if scan == "cudnn" and jax.default_backend() != "gpu":
+            # Not this layer's failure: the platform lacks the kernel (a sweep records n/a, not error).
+            raise DlbenchError(f"attention scan 'cudnn' needs an NVIDIA GPU; this platform is {jax.default_backend()}")
         self.head_dim = min(state_dim, hidden_dim)
         self.num_heads = max(1, hidden_dim // self.head_dim)
         width = self.num_heads * self.head_dim
