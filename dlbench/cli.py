@@ -433,12 +433,27 @@ def compare_command(
 @app.command("plot")
 def plot_command(
     results: Annotated[list[str], typer.Argument(help="Result CSV files or directories.")],
-    kind: Annotated[str, typer.Option(help="auto, throughput, memory or training.")] = "auto",
+    kind: Annotated[
+        str, typer.Option(help="auto, throughput, memory, training, or eigenvalues (of a run's saved best parameters).")
+    ] = "auto",
     out: Annotated[str | None, typer.Option(help="PNG path (default: KIND.png beside the results).")] = None,
 ) -> None:
-    """Plot throughput or peak memory against length (log-log), or training curves."""
+    """Plot throughput or peak memory against length (log-log), training curves, or learned eigenvalues."""
     from dlbench.report import plot_results
 
+    if kind == "eigenvalues":
+        # Eigenvalues are derived from saved parameters (JAX), written as rows, then drawn like any plot.
+        from pathlib import Path
+
+        from dlbench.eigen import write_run_eigenvalues
+        from dlbench.plugins import load_models
+
+        load_models()
+        written = [write_run_eigenvalues(run) for run in results]
+        for path in written:
+            console.print(f"wrote {path}")
+        results = [str(path.parent) for path in written]
+        out = out or str(Path(results[0]).parent / "eigenvalues.png")
     console.print(f"wrote {plot_results(results, kind, out)}")
 
 

@@ -79,30 +79,45 @@ def eigen_rows(model: SequenceModel, model_name: str = "", **columns: Any) -> li
 
 
 def eigen_rows_for_run(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Eigenvalue rows of every finished oscillatory run in ``run_dir``, from its best-validation parameters.
-
-    Uses ``dlbench.checkpoints.load_run_params(run_dir, model, task, seed)`` (the saved best
-    parameters of a run); runs of non-oscillatory models are skipped.
-    """
-    try:
-        from dlbench.checkpoints import load_run_params
-    except ImportError:
-        raise DlbenchError(
-            "eigenvalues of a run need its saved parameters (dlbench.checkpoints), which this version of "
-            "dlbench does not have; compute them from a model with dlbench.eigen.eigen_rows(model)"
-        ) from None
+    """Eigenvalue rows of every finished oscillatory run in ``run_dir``, from its best-validation
+    parameters (:func:`dlbench.checkpoints.load_run_params`); runs of other models are skipped."""
+    from dlbench.checkpoints import load_run_params
     from dlbench.registry import get_model
-    from dlbench.rundir import read_rows
+    from dlbench.rundir import FINAL_METRICS, ROWS_FILE, read_rows
 
     run_dir = Path(run_dir)
-    frame = read_rows([run_dir / "rows.csv"])
-    finished = frame[frame["metric"].isin(["test_accuracy", "test_rmse"]) & (frame["status"] == "ok")]
+    frame = read_rows([run_dir / ROWS_FILE])
+    finished = frame[frame["metric"].isin(FINAL_METRICS) & (frame["status"] == "ok")]
     rows: list[dict[str, Any]] = []
-    for (task, model_name, seed), _ in finished.groupby(["task", "model", "seed"], sort=True):
+    for (task, model_name, seed), run in finished.groupby(["task", "model", "seed"], sort=True):
         if not issubclass(get_model(model_name).layer, AbstractOscillatory):
             continue
         model = load_run_params(run_dir, model_name, task, int(seed))
-        rows.extend(eigen_rows(model, model_name, task=task, seed=int(seed)))
+        # The run's config_hash, so that readers keep these rows with the run that made them.
+        settings = {"config_hash": run["config_hash"].iloc[0]} if run["config_hash"].notna().any() else {}
+        rows.extend(eigen_rows(model, model_name, task=task, seed=int(seed), **settings))
     if not rows:
         raise DlbenchError(f"{run_dir}: no finished LinOSS / D-LinOSS run to take eigenvalues from")
     return rows
+
+
+EIGENVALUES_DIR = "eigenvalues"
+
+
+def write_run_eigenvalues(run_dir: str | Path) -> Path:
+    """Compute the eigenvalue rows of ``run_dir`` and write them to RUN_DIR/eigenvalues/rows.csv
+    (derived from the saved parameters, so rewritten whole on each call); returns that path.
+
+    They live in their own rows file beside the run's so that every reader of the folder (export,
+    show, report) sees them, while the run's own append-only rows.csv is never touched.
+    """
+    from dlbench.rundir import ROWS_FILE, RowWriter, rows_run_id
+
+    run_dir = Path(run_dir)
+    rows = eigen_rows_for_run(run_dir)
+    path = run_dir / EIGENVALUES_DIR / ROWS_FILE
+    path.unlink(missing_ok=True)
+    writer = RowWriter(path, defaults={"run_id": rows_run_id(run_dir / ROWS_FILE) or "", "task": ""})
+    for row in rows:
+        writer.write(row)
+    return path

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlbench.eigen import eigen_rows, eigen_rows_for_run, layer_eigenvalues, oscillatory_layers
+from dlbench.eigen import eigen_rows, layer_eigenvalues, oscillatory_layers
 from dlbench.errors import DlbenchError
 from dlbench.models import ModelConfig, build_model
 
@@ -18,14 +18,7 @@ EIGEN_PLOT = Path(__file__).resolve().parents[1] / "dlbench" / "report" / "eigen
 
 
 def plot_module():
-    """dlbench.report.eigenvalues; loaded from its file while dlbench.report is still a module (report.py)."""
-    try:
-        return importlib.import_module("dlbench.report.eigenvalues")
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("dlbench_report_eigenvalues", EIGEN_PLOT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    return importlib.import_module("dlbench.report.eigenvalues")
 
 
 def projected64(layer):
@@ -115,14 +108,42 @@ def test_models_without_oscillators_are_refused():
         eigen_rows(model("lru", {}), "lru")
 
 
-def test_run_eigenvalues_need_checkpoints(tmp_path):
-    try:
-        importlib.import_module("dlbench.checkpoints")
-    except ImportError:
-        with pytest.raises(DlbenchError, match="saved parameters"):
-            eigen_rows_for_run(tmp_path)
-    else:
-        pytest.skip("dlbench.checkpoints exists: covered by the run-level test")
+TINY = ["--seeds", "0", "--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "model.hidden_dim=4",
+        "--set", "model.state_dim=3", "--set", "model.num_blocks=2", "--set", "train.batch_size=4"]
+
+
+def test_plot_eigenvalues_of_a_run_uses_its_saved_best_parameters(tmp_path, capsys):
+    from dlbench.checkpoints import load_run_params
+    from dlbench.cli import main
+    from dlbench.rundir import read_rows
+
+    out = tmp_path / "run"
+    assert main(["run", "smoke", "--model", "dlinoss", "--model", "lru", *TINY, "--out", str(out)]) == 0
+    assert main(["plot", str(out), "--kind", "eigenvalues"]) == 0
+    rows = read_rows([out / "eigenvalues"])
+    assert set(rows["model"]) == {"dlinoss"}  # lru has no oscillator: skipped
+    assert (out / "eigenvalues.png").stat().st_size > 0
+    # The rows are the eigenvalues of the saved best model, 2 per state and block (P 3, 2 blocks).
+    expected = eigen_rows(load_run_params(out, "dlinoss", "basicmotions", 0), "dlinoss")
+    got = rows[rows["metric"] == "eig_abs"].sort_values(["source", "index"])["value"].to_numpy()
+    want = sorted((r["source"], r["index"], r["value"]) for r in expected if r["metric"] == "eig_abs")
+    np.testing.assert_allclose(got, [v for *_, v in want], rtol=1e-12)
+    assert len(got) == 2 * 3 * 2
+    # Computed again, the rows are replaced, not appended to.
+    assert main(["plot", str(out), "--kind", "eigenvalues"]) == 0
+    assert len(read_rows([out / "eigenvalues"])) == len(rows)
+
+
+def test_plot_eigenvalues_without_oscillatory_runs_is_one_line(tmp_path, error_line):
+    from dlbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "smoke", "--model", "lru", *TINY, "--out", str(out)]) == 0
+    assert "no finished LinOSS / D-LinOSS run" in error_line(["plot", str(out), "--kind", "eigenvalues"])
+    from dlbench.report import plot_results
+
+    with pytest.raises(DlbenchError, match="no eigenvalue rows"):
+        plot_results([out], "eigenvalues", tmp_path / "x.png")
 
 
 def test_plot_and_summary_from_rows(tmp_path):

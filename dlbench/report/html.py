@@ -10,14 +10,11 @@ It is the page a researcher attaches to a pull request or opens from a cluster.
 from __future__ import annotations
 
 import html
-import importlib.util
 import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from dlbench.errors import DlbenchError
 from dlbench.report.leaderboard import DISPLAYS, NOTES, leaderboards
@@ -26,7 +23,6 @@ from dlbench.report.show import _provenance_lines, show_frame
 from dlbench.report.summary import FAILED_STATUSES, PROFILE_CELL, TRAINING_RUN, _count_line, outcomes
 
 MANIFEST_FILE = "manifest.json"
-EIGEN_METRICS = ("eig_abs", "eig_angle")
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; line-height: 1.4; }
@@ -62,18 +58,6 @@ def _svg(figure) -> str:
     figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
     return text[text.index("<svg") :]
-
-
-def _eigenvalue_plot(rows: pd.DataFrame):
-    """The eigenvalue picture from ``dlbench.report.eigenvalues`` where that module and eig rows exist."""
-    if not rows["metric"].isin(EIGEN_METRICS).any():
-        return None
-    if importlib.util.find_spec("dlbench.report.eigenvalues") is None:
-        return None
-    from dlbench.report import eigenvalues  # written by the eigenvalue analysis (tasks); JAX-free
-
-    plot = getattr(eigenvalues, "plot_eigenvalues", None)
-    return plot(rows) if plot is not None else None
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -130,9 +114,6 @@ def run_section(path: str | Path, anchor: str) -> str:
             plots.append((kind, draw(rows, None)))
         except DlbenchError:
             continue  # nothing of this kind in this run
-    eigen = _eigenvalue_plot(rows)
-    if eigen is not None:
-        plots.append(("eigenvalues", eigen))
     if plots:
         parts.append("<h3>Plots</h3>")
         for kind, figure in plots:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from dlbench.errors import DlbenchError, check_choice
 from dlbench.report.cells import FAILED_STATUSES, _key_text, _varying, cell_label, higher_is_better
+from dlbench.report.eigenvalues import plot_eigenvalues
 from dlbench.report.leaderboard import _first_valid, _is_profile, _is_training, _throughput_frame
 
 # Failed cells are drawn at the bottom of the axes with a marker per status.
@@ -248,10 +249,18 @@ def plot_training(rows: pd.DataFrame, path: str | Path | None = None):
     return figure
 
 
+def _plot_eigenvalues(rows: pd.DataFrame, path: str | Path | None = None):
+    eigen = rows[rows["metric"].isin(("eig_abs", "eig_angle"))]
+    if eigen.empty:
+        raise DlbenchError("no eigenvalue rows here; `dlbench plot RUN --kind eigenvalues` computes them from a run's saved parameters")
+    return plot_eigenvalues(eigen, path)
+
+
 PLOTS: dict[str, Callable[[pd.DataFrame, str | Path | None], Any]] = {
     "throughput": plot_throughput,
     "memory": plot_memory,
     "training": plot_training,
+    "eigenvalues": _plot_eigenvalues,
 }
 PLOT_KINDS = ("auto", *PLOTS)
 
