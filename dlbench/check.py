@@ -32,7 +32,7 @@ BATCH_RTOL = 1e-10
 JIT_RTOL = 1e-10
 F64_RTOL = 1e-9
 # float32 backends against float32 sequential: reassociated sums of a recurrence whose float32 error
-# MODELS.md measures at ~5e-3 of the output scale for D-LinOSS (ring init, A up to ~100) at L ~ 250.
+# docs/models.md measures at ~5e-3 of the output scale for D-LinOSS (ring init, A up to ~100) at L ~ 250.
 F32_RTOL = 5e-3
 
 PROPERTIES = ("shape", "batch independence", "causality", "determinism", "jit", "float64", "gradients",

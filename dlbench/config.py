@@ -163,7 +163,7 @@ def check_float(where: str, key: str, value: float, low: float, high: float, *, 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The ONE backbone config (MODELS.md section 1): everything that defines a model instance besides its
+    """The ONE backbone config (docs/models.md section 1): everything that defines a model instance besides its
     name and seed. A suite's ``[model]`` table sets the user-facing fields; inputs, outputs, head,
     output step and output activation come from the task (:data:`TASK_DERIVED`)."""
 
@@ -202,7 +202,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The optimiser, schedule and evaluation policy of one training run (MODELS.md section 8)."""
+    """The optimiser, schedule and evaluation policy of one training run (docs/models.md section 8)."""
 
     optimizer: str = _help("adam or adamw (decoupled weight decay).", "adam")
     lr: float = _help(f"Peak learning rate, in (0, {MAX_LR:g}].", 1e-3)

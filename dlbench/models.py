@@ -1,4 +1,4 @@
-"""The shared network that wraps any registered sequence layer (MODELS.md section 1).
+"""The shared network that wraps any registered sequence layer (docs/models.md section 1).
 
     x = W_enc u + b_enc
     repeat num_blocks: s = x; x = Norm(x); x = Layer(x); x = Dropout(GELU(x)); x = GLU(x); x = s + Dropout(x)

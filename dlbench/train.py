@@ -4,7 +4,7 @@ It sees models only through :func:`dlbench.models.build_model` and the layer con
 that need their own learning rate are declared by the layer as :class:`dlbench.layers.base.SSMParam`
 and become one optax partition here (:func:`make_optimizer`), never matched by name.
 
-Protocol (MODELS.md section 8): Adam (or AdamW), constant learning rate unless warm-up / cosine are
+Protocol (docs/models.md section 8): Adam (or AdamW), constant learning rate unless warm-up / cosine are
 asked for, evaluation every ``eval_every`` steps, early stopping after ``patience`` evaluations without
 validation improvement, the test metric read with the best-validation parameters. Training mode
 (dropout on, BatchNorm batch statistics updated) only in the train step; evaluation runs in eval mode

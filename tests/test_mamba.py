@@ -41,7 +41,7 @@ def x64():
 
 
 # ------------------------------------------------------------------------------------------------
-# NumPy references (float64, a Python loop over time, exactly MODELS.md section 5)
+# NumPy references (float64, a Python loop over time, exactly docs/models.md section 5)
 
 
 def np_softplus(x):

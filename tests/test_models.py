@@ -88,7 +88,7 @@ def np_linear(module, x):
 
 
 def np_backbone(model, u, *, train: bool):
-    """MODELS.md section 1 in float64 NumPy; only the sequence layer is the model's own (block.layer)."""
+    """docs/models.md section 1 in float64 NumPy; only the sequence layer is the model's own (block.layer)."""
     x = np_linear(model.encoder, u)
     for block in model.blocks:
         s = x

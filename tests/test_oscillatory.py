@@ -1,4 +1,4 @@
-"""LinOSS and D-LinOSS against a float64 NumPy reference written from the MODELS.md table.
+"""LinOSS and D-LinOSS against a float64 NumPy reference written from the docs/models.md table.
 
 Dimensions are distinct primes (batch 3, H 7, P 5) so a swapped axis cannot hide.
 """
@@ -33,7 +33,7 @@ BATCH, H, P = 3, 7, 5
 LENGTHS = (1, 2, 17, 257, 1031)
 # float64 backends vs the float64 reference: only reassociation of sums differs.
 F64_RTOL = 1e-9
-# float32 backends vs each other: ring init puts A up to ~1/dt^2 ~ 100, and MODELS.md measures float32
+# float32 backends vs each other: ring init puts A up to ~1/dt^2 ~ 100, and docs/models.md measures float32
 # D-LinOSS within ~5e-3 (relative to the output scale) of float64 at L ~ 250; backends differ by less.
 F32_BACKEND_TOL = 5e-3
 GRAD_LONG_SCANS = ("sequential", "chunked-toeplitz", "blocked")
@@ -84,7 +84,7 @@ def raw_params(layer) -> dict[str, np.ndarray]:
     return out
 
 
-# ------------------------------------------------------------------ NumPy reference (MODELS.md sec. 2)
+# ------------------------------------------------------------------ NumPy reference (docs/models.md sec. 2)
 
 
 def np_project(variant: str, A_raw, G_raw, dt_raw):

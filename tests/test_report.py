@@ -68,7 +68,7 @@ def test_training_leaderboard_matches_hand_computation(runs, tmp_path, capsys):
     assert dl["seeds"] == 3 and dl["rank"] == 1 and dl["params"] == 4356
     assert dl["time_per_1k_steps_s"] == pytest.approx(12.0)
     assert dl["unit"] == "%"
-    # MODELS.md section 7: D-LinOSS on EigenWorms 93.9 +- 3.2 -> delta +1.1
+    # docs/models.md section 7: D-LinOSS on EigenWorms 93.9 +- 3.2 -> delta +1.1
     assert (dl["published_mean"], dl["published_std"]) == (93.9, 3.2)
     assert dl["delta"] == pytest.approx(1.1)
     s5 = board.set_index("model").loc["s5"]

@@ -1,4 +1,4 @@
-"""S5 and LRU against literal float64 NumPy references (MODELS.md sections 3, 4 and 6).
+"""S5 and LRU against literal float64 NumPy references (docs/models.md sections 3, 4 and 6).
 
 Every backend of every layer option is checked against a Python loop over time that implements the
 equations from the raw parameters, outputs at awkward lengths and gradients by central finite
@@ -49,7 +49,7 @@ FLOAT32_BACKEND_RTOL = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------
-# References: MODELS.md equations, literally, in float64 NumPy.
+# References: docs/models.md equations, literally, in float64 NumPy.
 
 
 def s5_reference(p: dict, u: np.ndarray, *, conj_sym: bool, discretization: str) -> np.ndarray:

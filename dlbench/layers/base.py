@@ -67,7 +67,7 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
 
     Args (shared by every layer's constructor):
       hidden_dim: H, the width of the input and output.
-      state_dim: P, the state size (its meaning per layer is in MODELS.md).
+      state_dim: P, the state size (its meaning per layer is in docs/models.md).
       rngs: ``nnx.Rngs`` for initialisation (not taken by this base constructor).
       dtype: computation dtype of inputs and outputs.
       param_dtype: storage dtype of the parameters.

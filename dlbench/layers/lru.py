@@ -1,6 +1,6 @@
 """LRU: the Linear Recurrent Unit (Orvieto et al., ICML 2023).
 
-Symbols (MODELS.md section 4; H hidden width, N = state_dim, L length):
+Symbols (docs/models.md section 4; H hidden width, N = state_dim, L length):
 
 - nu (N,) > 0: the decay rate, nu = exp(nu_log); |Lambda| = exp(-nu).
 - theta (N,) > 0: the rotation per step, theta = exp(theta_log).
@@ -45,7 +45,7 @@ class LRU(AbstractSequenceLayer):
       r_min, r_max: initial |Lambda| is uniform in area on the ring r_min <= |Lambda| <= r_max.
       max_phase: initial theta is uniform on [0, max_phase].
 
-    Parameters (``nnx.Param`` attributes, layouts from MODELS.md section 4):
+    Parameters (``nnx.Param`` attributes, layouts from docs/models.md section 4):
       nu_log, theta_log, gamma_log (N,), B_re, B_im (N, H): :class:`SSMParam` (the recurrence and
       its input map, the group the LRU paper trains with a reduced learning rate and no weight decay).
       C_re, C_im (H, N) and D (H,): plain ``nnx.Param``.

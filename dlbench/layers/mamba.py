@@ -1,7 +1,7 @@
 """S6 and the Mamba mixer: the NNX modules around the selective scan.
 
 Symbols and the scan itself: :mod:`dlbench.layers.kernels.selective` (Gu & Dao 2023, Algorithm 2;
-MODELS.md section 5); R = dt_rank. This module holds the parameters, their initialisation and the
+docs/models.md section 5); R = dt_rank. This module holds the parameters, their initialisation and the
 projections, convolution and gate of the mixer.
 
 References: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),
@@ -138,7 +138,7 @@ class S6(AbstractSequenceLayer):
     """S6: the selective scan applied directly to the block input, D = H channels, N = state_dim.
 
     [dt, B, C] = x_proj(u) (no bias); delta = softplus(dt_proj(dt) + dt_bias); A = -exp(A_log);
-    out = selective_scan(u, ...) + D * u. No in/out projection, convolution or gate (MODELS.md section 5).
+    out = selective_scan(u, ...) + D * u. No in/out projection, convolution or gate (docs/models.md section 5).
 
     Parameters: ``A_log`` (H, N) and ``dt_bias`` (H,) are :class:`SSMParam` (they set the dynamics:
     the decay rates and step sizes, which the papers train with their own learning rate); ``D`` (H,)

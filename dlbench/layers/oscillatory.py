@@ -6,7 +6,7 @@ Raw parameters (names and layouts are public API): A_diag (P,), G_diag (P,) (D-L
 B (P, H, 2) and C (H, P, 2) as real/imaginary pairs, D (H,).
 
 References: D-LinOSS: Boyer, Rusch & Rus, arXiv 2505.12171, eqs. 3-6; LinOSS: Rusch & Rus, ICLR 2025,
-arXiv 2410.03943, eqs. 4-7; MODELS.md section 2.
+arXiv 2410.03943, eqs. 4-7; docs/models.md section 2.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class AbstractOscillatory(AbstractSequenceLayer):
         return self.discretizations[self.discretization].project(*(r.astype(dtype) for r in raw))
 
     def transition(self, dtype=None) -> tuple[Float[Array, "state 2 2"], Float[Array, "state 2"]]:
-        """M (P, 2, 2) and f (P, 2) with F_k = f b_k, per the MODELS.md table."""
+        """M (P, 2, 2) and f (P, 2) with F_k = f b_k, per the docs/models.md table."""
         return self.discretizations[self.discretization].transition(*self.projected(dtype))
 
     def eigenvalues(self) -> Array:
@@ -159,7 +159,7 @@ class LinOSS(AbstractOscillatory):
       A_max: A_diag ~ U[0, A_max).
       dt_init: "uniform" (dt raw ~ U[0, 1), the authors' code) or "normal" (N(0, dt_std^2)).
 
-    References: Rusch & Rus, "Oscillatory State-Space Models", ICLR 2025, eqs. 4-7; MODELS.md section 2.
+    References: Rusch & Rus, "Oscillatory State-Space Models", ICLR 2025, eqs. 4-7; docs/models.md section 2.
     """
 
     discretizations = LINOSS_DISCRETIZATIONS
@@ -200,7 +200,7 @@ class DLinOSS(AbstractOscillatory):
     """D-LinOSS: damped linear oscillators x'' = -A x - G x' + B u with learned per-state damping G.
 
     Args (beyond :class:`AbstractSequenceLayer`):
-      discretization: "IMEX1" (the paper's), "IMEX2", "IM" or "EX"; projections in MODELS.md.
+      discretization: "IMEX1" (the paper's), "IMEX2", "IM" or "EX"; projections in docs/models.md.
       init: "ring" (eigenvalue moduli uniform in area on [r_min, r_max], angles on
         [theta_min, theta_max], inverted in closed form for IMEX1) or "uniform" (A ~ U[A_min, A_max],
         G ~ U[G_min, G_max], rejection-sampled to where the projection is the identity).
@@ -211,7 +211,7 @@ class DLinOSS(AbstractOscillatory):
     with :class:`UnstableDiscretizationWarning`.
 
     References: Boyer, Rusch & Rus, "Learning to Dissipate Energy in Oscillatory State-Space Models",
-    arXiv 2505.12171, eqs. 3-6 and Prop. 3.1; MODELS.md section 2.
+    arXiv 2505.12171, eqs. 3-6 and Prop. 3.1; docs/models.md section 2.
     """
 
     discretizations = DLINOSS_DISCRETIZATIONS

@@ -1,6 +1,6 @@
 """S5: a diagonalised MIMO state-space layer (Smith, Warrington & Linderman, ICLR 2023).
 
-Symbols (MODELS.md section 3; H hidden width, L length):
+Symbols (docs/models.md section 3; H hidden width, L length):
 
 - ``ssm_size`` (the constructor's ``state_dim``): the size of the continuous-time state. With
   conjugate symmetry only one eigenvalue of each conjugate pair is stored, so the stored state has
@@ -83,7 +83,7 @@ class S5(AbstractSequenceLayer):
       blocks: number of HiPPO-N blocks on the diagonal of the initial state matrix (S5's ``blocks``).
       dt_min, dt_max: range of the log-uniform initial time steps.
 
-    Parameters (``nnx.Param`` attributes, layouts from MODELS.md section 3):
+    Parameters (``nnx.Param`` attributes, layouts from docs/models.md section 3):
       Lambda_re, Lambda_im (P,), B (P, H, 2), log_step (P,): :class:`SSMParam` (the S5 code's
       "ssm" group: own learning rate, no weight decay). C (H, P, 2) and D (H,): plain ``nnx.Param``,
       as in the S5 code's standard optimiser setup, where C is an ordinary weight with weight decay.

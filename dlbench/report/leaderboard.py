@@ -71,7 +71,7 @@ def _pick_metric(rows: pd.DataFrame) -> str:
 def training_leaderboard(rows: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Per task one row per model: mean +- population std over seeds of ``metric`` (each seed's final
     value), rank, seeds, failed seeds, parameters, time per 1,000 steps, peak memory and the published
-    number (MODELS.md section 7) with the difference, in the paper's units. Columns: ``TRAINING_COLUMNS``."""
+    number (docs/models.md section 7) with the difference, in the paper's units. Columns: ``TRAINING_COLUMNS``."""
     rows = rows[_is_training(rows)]
     out = []
     for task, task_rows in rows.groupby(_key_text(rows, ("task",))["task"], sort=True):
@@ -319,7 +319,7 @@ DISPLAYS: dict[str, Callable[[pd.DataFrame, bool], dict[str, list[list[str]]]]] 
 }
 NOTES = {
     "training": "mean ± population std over seeds, in the published units; Δ = measured − published "
-    "(MODELS.md section 7); rank 1 is best.",
+    "(docs/models.md section 7); rank 1 is best.",
     "throughput": "tokens/s = batch × length / wall time, median over timed repeats; **bold** = fastest "
     "backend of that model at that length; x fastest = tokens/s relative to it.",
 }

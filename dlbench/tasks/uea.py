@@ -1,4 +1,4 @@
-"""UEA archive datasets from the user's files, with the LinOSS protocol (MODELS.md section 8).
+"""UEA archive datasets from the user's files, with the LinOSS protocol (docs/models.md section 8).
 
 Protocol: read the archive's TRAIN and TEST files with aeon's readers (``.ts`` preferred, ``.arff``
 accepted), concatenate them, drop later duplicates of an identical input series (whatever their

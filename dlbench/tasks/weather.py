@@ -9,7 +9,7 @@ Protocol: :mod:`dlbench.tasks.forecast` (s4's ``InformerDataset``: chronological
 train-only StandardScaler, L_in observed steps + L_out zero placeholders, the last L_out outputs are
 the forecast); s4's ``_Dataset_Weather`` sets ``data_path="WTH.csv"``, ``target="WetBulbCelsius"``.
 Lengths default to 720 in and 720 out, the setting the LinOSS papers' weather numbers are reported
-for (MODELS.md section 8 records it from a secondary source; s4's own ``configs/dataset/weather.yaml``
+for (docs/models.md section 8 records it from a secondary source; s4's own ``configs/dataset/weather.yaml``
 default is 384 in, 96 out, features "S"); both are task keys.
 """
 

@@ -1,6 +1,6 @@
 """The math of the oscillatory layers, LinOSS (IM, IMEX) and D-LinOSS (IMEX1, IMEX2, IM, EX): pure functions.
 
-Symbols (MODELS.md section 2; D-LinOSS: Boyer, Rusch & Rus, arXiv 2505.12171, eqs. 3-6;
+Symbols (docs/models.md section 2; D-LinOSS: Boyer, Rusch & Rus, arXiv 2505.12171, eqs. 3-6;
 LinOSS: Rusch & Rus, ICLR 2025, arXiv 2410.03943, eqs. 4-7). Per state i = 1..P, all diagonal:
 
 - u_k (H,) the layer input at step k; y_k (H,) the output.
@@ -14,7 +14,7 @@ LinOSS: Rusch & Rus, ICLR 2025, arXiv 2410.03943, eqs. 4-7). Per state i = 1..P,
 
 Continuous system: x'' = -A x - G x' + B u. Raw parameters (names and layouts are public API): A_diag
 (P,), G_diag (P,) (D-LinOSS only), dt (P,), B (P, H, 2) and C (H, P, 2) as real/imaginary pairs, D (H,).
-Each variant projects the raw values onto the set where its discretization behaves (MODELS.md); the
+Each variant projects the raw values onto the set where its discretization behaves (docs/models.md); the
 projections are the ones of the authors' code.
 
 Backends. The generic ones (``linear_scan`` with the 2x2 block semigroup) are kept: "associative" is
@@ -76,7 +76,7 @@ Vec = Float[Array, " state"]
 
 @dataclasses.dataclass(frozen=True)
 class Discretization:
-    """One row of the MODELS.md table: its projection of the raw parameters and its (M, f).
+    """One row of the docs/models.md table: its projection of the raw parameters and its (M, f).
 
     ``project(A_raw, G_raw, dt_raw) -> (A, G, dt)``; ``transition(A, G, dt) -> (M (P,2,2), f (P,2))``.
     """
@@ -199,7 +199,7 @@ def block_eigenvalues(M: Float[Array, "state 2 2"]) -> Array:
 
 
 def ssm_generic(M, f, u, B, C_ri, *, backend: str, chunk_size: int) -> Float[Array, "seq hidden"]:
-    """The generic 2x2 scans on the complex state, F_k = f b_k (L, P, 2) complex, as MODELS.md writes it."""
+    """The generic 2x2 scans on the complex state, F_k = f b_k (L, P, 2) complex, as docs/models.md writes it."""
     b_ri = jnp.einsum("lh,phr->lpr", u, B)
     F = f[None].astype(complex_dtype(u.dtype)) * jax.lax.complex(b_ri[..., 0], b_ri[..., 1])[..., None]
     x = linear_scan(M, F, semigroup=BLOCK2X2, invariant=True, backend=backend, chunk_size=chunk_size)[..., 1]
@@ -319,7 +319,7 @@ BATCHED_FORMULATIONS = frozenset({"blocked"})
 
 
 # ---------------------------------------------------------------------------------------------------
-# Initialisation (MODELS.md section 2): float64 math on float32 draws
+# Initialisation (docs/models.md section 2): float64 math on float32 draws
 # ---------------------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The selective scan of S6 and Mamba: input-dependent, diagonal, time-varying (pure functions).
 
-Symbols (Gu & Dao 2023, Algorithm 2; MODELS.md section 5): L length, D channels the scan runs over
+Symbols (Gu & Dao 2023, Algorithm 2; docs/models.md section 5): L length, D channels the scan runs over
 (H for S6, d_inner = expand * H for Mamba), N state size per channel. Per channel d and state n,
 with delta = softplus(delta_raw + delta_bias):
 
@@ -116,7 +116,7 @@ def selective_scan(
     scan: str = "chunked",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Float[Array, "batch seq channel"]:
-    """The selective scan of Mamba (MODELS.md section 5), batched.
+    """The selective scan of Mamba (docs/models.md section 5), batched.
 
     Args:
       u: input, (batch, L, D).
