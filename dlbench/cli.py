@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -215,7 +216,7 @@ def profile_scan_command(
     from dlbench import distributed
     from dlbench.profile import ALL_BACKENDS, DEFAULT_LENGTHS, ScanSweep, expand_modes, run_sweep
     from dlbench.registry import parse_model_list
-    from dlbench.rundir import new_run_id
+    from dlbench.rundir import ROWS_FILE, new_run_id
 
     _load_models(plugin)
 
@@ -255,9 +256,13 @@ def profile_scan_command(
         sweep = _saved_sweep(ctx, out, sweep, ScanSweep)
     run_id = distributed.agree_on(new_run_id())
     out = out or f"runs/scan-{run_id}"
-    rows_path = run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
+    try:
+        run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
+    finally:  # failed cells (exit 1) still get their plot; an interrupt or a refused start has no rows to draw
+        if distributed.is_writer() and (Path(out) / ROWS_FILE).is_file():
+            _plot_sweep(Path(out))
     if distributed.is_writer():
-        _print_summary(rows_path.parent)
+        _print_summary(out)
 
 
 # `profile scan` options -> the ScanSweep fields they set (for --resume: which given options to compare).
@@ -351,7 +356,22 @@ def run_command(
         show_plan=lambda table: render(table, format, console), plan_details=format not in ("csv", "json"),
     )
     if out_dir is not None and distributed.is_writer():  # None: --dry-run
+        from dlbench.rundir import read_manifest
+
+        manifest = read_manifest(out_dir)
+        if manifest is not None and manifest.kind == "profile":  # a profile suite (`dlbench run scan`)
+            _plot_sweep(out_dir)
         _print_summary(out_dir)
+
+
+def _plot_sweep(run_dir) -> None:
+    """The throughput plot beside a sweep's rows (the loops never draw); nothing to draw is a note."""
+    from dlbench.report import plot_results
+
+    try:
+        console.print(f"plot: {plot_results([run_dir], 'throughput', Path(run_dir) / 'throughput.png')}")
+    except DlbenchError as error:
+        console.print(f"no plot: {error}")
 
 
 def _print_summary(run_dir) -> None:

@@ -68,7 +68,6 @@ DEFAULT_MODES = ("fwd", "fwdbwd")
 TARGETS = ("layer", "model")
 DTYPES = ("float32", "bfloat16", "float64")
 DEFAULT_LENGTHS = tuple(2**k for k in range(10, 17)) + (50_000,)
-PLOT_FILE = "throughput.png"
 # What ``profile scan`` accepts (issue: nonsense is refused before anything runs). Lengths beyond
 # 2^27 tokens do not fit any single device at H >= 1 in float32 with the state they need.
 BOUNDS = {
@@ -634,7 +633,7 @@ def load_progress(path: Path, all_cells: Sequence[Cell]) -> tuple[list[CellProgr
     return list(progress.values()), stops
 
 
-def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None, plot: bool = True,
+def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = False, suite: str = "", console=None,
               run_id: str | None = None, suite_file: str | None = None, sets: tuple[str, ...] = ()) -> Path:
     """Run a sweep into ``out_dir/rows.csv`` (and ``throughput.png``); returns the rows path.
 
@@ -683,8 +682,6 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
         defaults = {"run_id": manifest.run_id, "suite": suite, "config_hash": digest}
         writer = RowWriter(rows_path, defaults=defaults) if is_writer else NullWriter(defaults)
         measure_sweep(sweep, progress, stops, writer, console, rows_path)
-    if plot and is_writer:
-        write_plot(rows_path, out / PLOT_FILE, console)
     check_outcome(progress, console)
     return rows_path
 
@@ -773,19 +770,6 @@ def measure_sweep(sweep: ScanSweep, progress: list[CellProgress], stops, writer,
         interval = p.interval()
         console.print(f"note: {p.cell.label()}: interval +-{interval.half_width:.1%} is wider than the target "
                       f"+-{sweep.ci_target:.1%} ({p.stopped_short}, {p.rounds_done} rounds)")
-
-
-def write_plot(rows_path: Path, png: Path, console) -> None:
-    """The throughput plot beside the rows; a sweep with nothing to draw says so instead of failing."""
-    from dlbench.report import plot_throughput
-    from dlbench.rundir import read_rows
-
-    try:
-        plot_throughput(read_rows([rows_path]), png)
-    except DlbenchError as error:
-        console.print(f"no plot: {error}")
-        return
-    console.print(f"plot: {png}")
 
 
 def _existing_run_id(path: Path) -> str | None:

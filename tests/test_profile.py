@@ -20,7 +20,7 @@ def small(**overrides):
 def test_out_of_memory_cell_is_recorded_and_the_sweep_continues(tmp_path):
     # A 2.5 GiB address-space limit per cell: L=64 fits, L=16384 attention cannot allocate its scores.
     sweep = small(lengths=(64, 16384, 32768), modes=("fwd", "fwdbwd"), memory_limit_gb=2.5, isolate=True)
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    rows = read_rows([run_sweep(sweep, tmp_path)])
     status = cell_status(rows)
     for mode in ("fwd", "fwdbwd"):
         assert status[(mode, 64)] == "ok"
@@ -37,14 +37,14 @@ def test_timeout_is_recorded_and_longer_lengths_are_skipped(tmp_path):
     # No isolated cell can even import JAX in 0.2 s: the first cell must time out and be killed.
     sweep = small(lengths=(64, 128), modes=("fwd",), timeout=0.2, isolate=True)
     with pytest.raises(Exception, match="every cell failed"):
-        run_sweep(sweep, tmp_path, plot=False)
+        run_sweep(sweep, tmp_path)
     rows = read_rows([tmp_path / "rows.csv"])
     assert cell_status(rows) == {("fwd", 64): "timeout", ("fwd", 128): "skipped"}
 
 
 def test_backend_a_model_lacks_is_not_applicable(tmp_path):
     sweep = small(lengths=(32,), modes=("fwd",), backends=("associative", "auto"), isolate=False)
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    rows = read_rows([run_sweep(sweep, tmp_path)])
     done = rows[rows.metric == "cell_s"].set_index("backend")
     assert done.loc["associative", "status"] == "n/a"
     assert "valid choices" in done.loc["associative", "reason"]
@@ -54,7 +54,7 @@ def test_backend_a_model_lacks_is_not_applicable(tmp_path):
 @pytest.mark.parametrize("model", ["dlinoss", "mamba"])
 def test_ssm_cells_succeed_in_both_modes_with_every_row(tmp_path, model):
     sweep = small(models=(model,), lengths=(40,), backends=("auto", "associative"), bandwidth=True, isolate=False)
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False)])
+    rows = read_rows([run_sweep(sweep, tmp_path)])
     done = rows[rows.metric == "cell_s"]
     assert list(done.status) == ["ok"] * 4, done.reason.tolist()
     per_cell = rows[rows.task == "scan"].groupby(["backend", "mode"]).metric.agg(set)
@@ -65,16 +65,16 @@ def test_ssm_cells_succeed_in_both_modes_with_every_row(tmp_path, model):
 
 def test_resume_skips_measured_cells(tmp_path):
     first = small(lengths=(16, 32), modes=("fwd",), isolate=False)
-    run_sweep(first, tmp_path, plot=False)
+    run_sweep(first, tmp_path)
     with pytest.raises(Exception, match="--resume"):
-        run_sweep(first, tmp_path, plot=False)
+        run_sweep(first, tmp_path)
     more = small(lengths=(16, 32, 48), modes=("fwd",), isolate=False)
     with pytest.raises(Exception, match=r"settings differ.*lengths: \[16, 32\] in .*, \[16, 32, 48\] now"):
-        run_sweep(more, tmp_path, resume=True, plot=False)  # a resume continues the saved sweep, never another
+        run_sweep(more, tmp_path, resume=True)  # a resume continues the saved sweep, never another
     # A cell that never ended (its cell_s row missing: the writer was killed) is measured again.
     lines = (tmp_path / "rows.csv").read_text().splitlines(keepends=True)
     (tmp_path / "rows.csv").write_text("".join(lines[:-1]))
-    rows = read_rows([run_sweep(first, tmp_path, resume=True, plot=False)])
+    rows = read_rows([run_sweep(first, tmp_path, resume=True)])
     done = rows[rows.metric == "cell_s"]
     assert sorted(done.seq_len.astype(int)) == [16, 32]
     assert rows.run_id.nunique() == 1 and len(rows[(rows.metric == "wall_s") & (rows.seq_len == 32)]) == first.repeats
@@ -96,8 +96,12 @@ def test_bad_sweep_options_are_one_line_errors(capsys, argv, fragment):
 
 
 def test_a_sweep_with_nothing_to_plot_still_finishes(tmp_path, capsys):
-    sweep = small(lengths=(32,), modes=("fwd",), backends=("associative",), isolate=False)
-    rows = read_rows([run_sweep(sweep, tmp_path)])
+    # Attention has no associative scan: the one cell is n/a, and the CLI's plot says why there is none.
+    argv = ["profile", "scan", "--models", "attention", "--backends", "associative", "--lengths", "32", "--mode", "fwd",
+            "--hidden", "16", "--state", "16", "--no-isolate", "--no-bandwidth", "--rounds", "1", "--max-rounds", "1",
+            "--out", str(tmp_path)]
+    main(argv)
+    rows = read_rows([tmp_path])
     assert list(rows[rows.metric == "cell_s"].status) == ["n/a"]
     assert "no plot: no successful cells to plot" in capsys.readouterr().out
     assert not (tmp_path / "throughput.png").exists()
@@ -281,7 +285,7 @@ def test_an_oom_in_a_round_stops_the_longer_lengths_of_its_series():
 def test_sweep_rows_keep_rounds_and_intervals_and_compile_once(tmp_path):
     sweep = small(models=("dlinoss",), lengths=(24,), modes=("fwd",), isolate=False, rounds=3, max_rounds=3)
     out = io.StringIO()
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=out))])
+    rows = read_rows([run_sweep(sweep, tmp_path, console=Console(file=out))])
     walls = rows[rows.metric == "wall_s"]
     assert sorted(walls["round"].unique()) == [0, 1, 2] and len(walls) == 6
     assert len(rows[rows.metric == "compile_s"]) == 1 and len(rows[rows.metric == "lower_s"]) == 1
@@ -301,7 +305,7 @@ def test_a_cell_that_stops_short_of_the_target_says_so_in_rows_and_output(tmp_pa
     # 2 repeats x 2 rounds = 4 samples: no interval of 4 samples reaches 95%, so the cell stops short.
     sweep = small(models=("lru",), lengths=(16,), modes=("fwd",), isolate=False, rounds=2, max_rounds=2)
     out = io.StringIO()
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=out))])
+    rows = read_rows([run_sweep(sweep, tmp_path, console=Console(file=out))])
     assert "stopped short" in rows[rows.metric == "wall_s_ci_low"].reason.item()
     text = out.getvalue()
     assert "(stopped short: max rounds reached)" in text and "is wider than the target +-5.0%" in text
@@ -309,7 +313,7 @@ def test_a_cell_that_stops_short_of_the_target_says_so_in_rows_and_output(tmp_pa
 
 def test_isolated_rounds_share_a_compilation_cache_and_record_compile_once(tmp_path):
     sweep = small(models=("lru",), lengths=(24,), modes=("fwd",), isolate=True, rounds=2, max_rounds=2)
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))])
+    rows = read_rows([run_sweep(sweep, tmp_path, console=Console(file=io.StringIO()))])
     assert sorted(rows[rows.metric == "wall_s"]["round"].unique()) == [0, 1]
     assert list(rows[rows.metric == "compile_s"]["round"]) == [0]
     assert list(rows[rows.metric == "cell_s"].status) == ["ok", "ok"]
@@ -317,7 +321,7 @@ def test_isolated_rounds_share_a_compilation_cache_and_record_compile_once(tmp_p
 
 def test_resume_continues_the_rounds_of_an_unfinished_cell(tmp_path):
     sweep = small(models=("lru",), lengths=(16,), modes=("fwd",), isolate=False, rounds=2, max_rounds=2)
-    run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))
+    run_sweep(sweep, tmp_path, console=Console(file=io.StringIO()))
     rows_file = tmp_path / "rows.csv"
     # Cut the file after round 0's rows: round 1 and the interval rows are gone.
     with rows_file.open(newline="") as f:
@@ -327,7 +331,7 @@ def test_resume_continues_the_rounds_of_an_unfinished_cell(tmp_path):
     assert len(keep) < len(body)
     with rows_file.open("w", newline="") as f:
         csv.writer(f).writerows([header, *keep])
-    rows = read_rows([run_sweep(sweep, tmp_path, resume=True, plot=False, console=Console(file=io.StringIO()))])
+    rows = read_rows([run_sweep(sweep, tmp_path, resume=True, console=Console(file=io.StringIO()))])
     assert sorted(rows[rows.metric == "wall_s"]["round"]) == [0, 0, 1, 1]
     assert len(rows[rows.metric == "wall_s_ci_low"]) == 1 and len(rows[rows.metric == "compile_s"]) == 1
 
@@ -351,7 +355,7 @@ def test_absurd_sweep_values_are_refused(error_line, option, value, fragment):
 def test_duplicate_lengths_are_dropped_with_a_note(tmp_path):
     sweep = small(models=("lru",), lengths=(16, 16, 8), modes=("fwd",), isolate=False)
     out = io.StringIO()
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=out))])
+    rows = read_rows([run_sweep(sweep, tmp_path, console=Console(file=out))])
     assert "duplicate lengths dropped: 16" in out.getvalue()
     assert sorted(rows[rows.metric == "cell_s"].seq_len) == [8, 16]
 
@@ -378,7 +382,7 @@ def test_a_cell_in_error_makes_the_sweep_exit_1_with_the_count(tmp_path, monkeyp
 
 def test_train_mode_times_the_whole_training_step_and_verify_checks_every_mode(tmp_path):
     sweep = small(models=("dlinoss",), lengths=(33,), modes=("fwd", "fwdbwd", "train"), isolate=False, verify=True)
-    rows = read_rows([run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))])
+    rows = read_rows([run_sweep(sweep, tmp_path, console=Console(file=io.StringIO()))])
     done = rows[rows.metric == "cell_s"]
     assert set(done["mode"]) == {"fwd", "fwdbwd", "train"} and set(done.status) == {"ok"}
     assert set(rows[rows["mode"] == "train"].target) == {"model"}
@@ -393,7 +397,7 @@ def test_verify_fails_a_backend_that_drifts(tmp_path, monkeypatch):
     monkeypatch.setitem(profile.VERIFY_TOLERANCE, "float32", 1e-12)  # float32 cannot meet this
     sweep = small(models=("lru",), lengths=(33,), modes=("fwd",), isolate=False, verify=True)
     with pytest.raises(Exception, match="ended in error"):
-        run_sweep(sweep, tmp_path, plot=False, console=Console(file=io.StringIO()))
+        run_sweep(sweep, tmp_path, console=Console(file=io.StringIO()))
     rows = read_rows([tmp_path / "rows.csv"])
     assert rows[rows.metric == "max_rel_err"].status.item() == "error"
 

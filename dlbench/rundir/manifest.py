@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from dlbench.errors import DlbenchError
-from dlbench.rundir.rows import ROWS_FILE, code_provenance, read_table, utc_now
+from dlbench.rundir.rows import MANIFEST_FILE, ROWS_FILE, code_provenance, read_table, utc_now
 from dlbench.rundir.vocabulary import CELL_END_METRIC, FAILED, FINAL_METRICS, KEPT_ON_RESUME
 
-MANIFEST_FILE = "manifest.json"
 FORMAT = 1
 KINDS = ("train", "profile")
 

@@ -40,6 +40,7 @@ from dlbench.rundir.vocabulary import (
 )
 
 ROWS_FILE = "rows.csv"
+MANIFEST_FILE = "manifest.json"  # written by dlbench.rundir.manifest; named here so the reader can look for it
 log = logging.getLogger("dlbench")
 
 
@@ -334,7 +335,6 @@ def read_rows(paths: Iterable[str | os.PathLike], *, note: Callable[[str], None]
     """
     import pandas as pd
 
-    from dlbench.rundir.manifest import MANIFEST_FILE
 
     paths = list(paths)
     files = result_files(paths)
