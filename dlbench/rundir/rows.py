@@ -335,7 +335,6 @@ def read_rows(paths: Iterable[str | os.PathLike], *, note: Callable[[str], None]
     """
     import pandas as pd
 
-
     paths = list(paths)
     files = result_files(paths)
     if not files:
@@ -347,7 +346,8 @@ def read_rows(paths: Iterable[str | os.PathLike], *, note: Callable[[str], None]
         table = read_table(f)
         if table.note:
             notes.append(table.note)
-        if f.name == ROWS_FILE and not (f.parent / MANIFEST_FILE).is_file():
+        # Rows derived from a run (RUN/eigenvalues/rows.csv) are covered by the run's own manifest.
+        if f.name == ROWS_FILE and not any((d / MANIFEST_FILE).is_file() for d in (f.parent, f.parent.parent)):
             notes.append(f"{f.parent}: no manifest.json (written before dlbench recorded settings): settings cannot be checked")
         if not table.header:
             continue
