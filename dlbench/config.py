@@ -296,8 +296,8 @@ TASK_KEYS = tuple(f.name for f in dataclasses.fields(TaskConfig))
 # Flat override tables mix model and train keys, so the names must never collide.
 assert not set(MODEL_KEYS) & set(TRAIN_KEYS) and not set(TASK_KEYS) & (set(MODEL_KEYS) | set(TRAIN_KEYS))
 OVERRIDE_KEYS = MODEL_KEYS + TRAIN_KEYS
-TOP_KEYS = ("name", "kind", "description", "include", "seeds", "model", "train", "models", "tasks", "sweep")
-PROFILE_KEYS = ("name", "kind", "description", "sweep")
+TOP_KEYS = ("name", "kind", "description", "plugins", "include", "seeds", "model", "train", "models", "tasks", "sweep")
+PROFILE_KEYS = ("name", "kind", "description", "plugins", "sweep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +333,9 @@ class SuiteConfig:
     name: str = _help("Suite name (defaults to the file name).", "")
     kind: str = _help("train (model x task x seed training runs) or profile (a scan-throughput sweep).", "train")
     description: str = _help("One line shown by `dlbench suites`.", "")
+    plugins: tuple[str, ...] = _help(
+        "Plugins that register this suite's models: module names or .py files (relative to the suite file).", ()
+    )
     include: tuple[str, ...] = _help('Models to run: "all" or registered names.', ("all",))
     seeds: tuple[int, ...] = _help("Seeds; every (task, model) runs once per seed.", (0,))
     model: ModelConfig = _help("[model]: backbone settings shared by every run.", factory=ModelConfig)
@@ -438,9 +441,15 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
     kind = raw.get("kind", "train")
     _check_keys(path, raw, PROFILE_KEYS if kind == "profile" else TOP_KEYS, "")
     name = raw.get("name") or Path(path).stem
+    plugins = raw.get("plugins", ())
+    if not isinstance(plugins, list | tuple) or not all(isinstance(p, str) and p.strip() for p in plugins):
+        raise ConfigError(f"{path}: plugins must be a list of module names or .py paths, got {plugins!r}")
+    # A plugin file is named relative to the suite that lists it, wherever dlbench is started from.
+    plugins = tuple(str(Path(path).parent / p) if p.endswith(".py") and not Path(p).is_absolute() else p for p in plugins)
     if kind == "profile":
         return SuiteConfig(
-            name=name, kind=kind, description=raw.get("description", ""), sweep=raw.get("sweep", {}), path=path
+            name=name, kind=kind, description=raw.get("description", ""), plugins=plugins, sweep=raw.get("sweep", {}),
+            path=path,
         )
     model = build(ModelConfig, _check_keys(path, raw.get("model", {}), MODEL_KEYS, "model"), f"{path}: [model]")
     train = build(TrainConfig, _check_keys(path, raw.get("train", {}), TRAIN_KEYS, "train"), f"{path}: [train]")
@@ -469,6 +478,7 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
         name=name,
         kind=kind,
         description=raw.get("description", ""),
+        plugins=plugins,
         include=raw.get("include", ("all",)),
         seeds=raw.get("seeds", (0,)),
         model=model,

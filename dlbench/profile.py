@@ -59,6 +59,7 @@ from typing import Any
 
 from dlbench.config import check_types
 from dlbench.errors import DlbenchError, check_choice
+from dlbench.plugins import loaded_plugins
 from dlbench.rounds import CellProgress, CellsFailed, LiveTable, PlainLines, check_outcome, interval_rows, run_rounds  # noqa: F401
 from dlbench.rundir import ROWS_FILE
 from dlbench.timing_policy import STOPPING, TimingPolicy, classify_failure
@@ -662,6 +663,7 @@ def run_sweep(sweep: ScanSweep, out_dir: str | os.PathLike, *, resume: bool = Fa
     rows_path = out / ROWS_FILE
     is_writer = distributed.is_writer()
     manifest = Manifest.new("profile", suite, run_id or new_run_id(), suite_file=suite_file, sets=sets)
+    manifest.plugins = loaded_plugins()
     digest = manifest.add("sweep", dataclasses.asdict(sweep))
     with holding_lock(out) if is_writer else contextlib.nullcontext():
         if rows_path.exists() and rows_path.stat().st_size and not resume:

@@ -34,6 +34,7 @@ from rich.table import Table
 from dlbench import distributed
 from dlbench.config import ConfigError, RunSpec, SuiteConfig, load_suite, read_toml, suite_from_mapping, suite_paths
 from dlbench.errors import DlbenchError, RunsFailed
+from dlbench.plugins import loaded_plugins
 from dlbench.rundir import ROWS_FILE, Manifest, check_resume, holding_lock, merged, read_manifest, rows_run_id
 from dlbench.rundir import finished_runs as _finished_runs
 from dlbench.rundir import trim_unfinished as _trim
@@ -180,6 +181,9 @@ def run_suite(
     check_out(out)
     shard = distributed.parse_shard(shard) if isinstance(shard, str) else shard
     suite = load_suite(suite_ref, sets)
+    from dlbench.plugins import request_plugins
+
+    request_plugins(suite.plugins)  # imported with the models (expand), after the data checks
     if suite.kind == "profile":
         if shard is not None or devices is not None:
             raise DlbenchError(f"suite {suite.name!r} is a profile sweep: --shard and --devices apply to training suites")
@@ -219,6 +223,7 @@ def run_suite(
         shard_info = {"suite": suite.name, "shard": str(shard), "index": shard.index, "count": shard.count,
                       "cells": [list(r.key) for r in runs], "suite_cells": len(all_runs)}
     manifest = Manifest.new("train", suite.name, run_id, suite_file=suite.path, sets=sets, shard=shard_info)
+    manifest.plugins = loaded_plugins()
     hashes = {run.key: manifest.add(run_key(run), run_settings(run)) for run in runs}
     # Only process 0 writes, so only it holds the folder's lock (the others never open a writer).
     lock = holding_lock(out_dir) if writer else _no_lock()

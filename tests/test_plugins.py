@@ -139,6 +139,41 @@ def test_run_trains_a_plugin_layer(plugin_file, tmp_path, via):
     assert set(rows["model"]) == {"ema"} and (rows["status"] == "ok").any()
 
 
+def test_a_suite_file_names_its_plugins_and_the_manifest_records_them(plugin_file, tmp_path):
+    import hashlib
+    import json
+
+    suite = plugin_file.parent / "mine.toml"  # the plugin is named relative to the suite file
+    suite.write_text(textwrap.dedent(f"""
+        plugins = ["{plugin_file.name}"]
+        include = ["ema"]
+        [model]
+        hidden_dim = 4
+        state_dim = 2
+        num_blocks = 1
+        [train]
+        steps = 2
+        eval_every = 1
+        batch_size = 4
+        [tasks.decay]
+        num_sequences = 8
+        seq_len = 16
+    """))
+    out = tmp_path / "run"
+    proc = cli("run", str(suite), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recorded = json.loads((out / "manifest.json").read_text())["plugins"]
+    mine = [p for p in recorded if p["path"] == str(plugin_file)]
+    assert len(mine) == 1 and mine[0]["sha256"] == hashlib.sha256(plugin_file.read_bytes()).hexdigest()
+    assert "ema" in mine[0]["models"]
+
+
+def test_a_suite_with_a_bad_plugins_list_is_one_line(tmp_path, error_line):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('plugins = "not a list"\n[tasks.decay]\n')
+    assert "plugins must be a list" in error_line(["run", str(bad), "--dry-run"])
+
+
 def test_profile_scan_isolated_cell_sees_the_plugin(plugin_file, tmp_path):
     out = tmp_path / "scan"
     proc = cli("profile", "scan", "--plugin", str(plugin_file), "--models", "ema", "--backends", "auto,associative",

@@ -80,6 +80,7 @@ class Manifest:
     suite_sha256: str = ""
     sets: list[str] = dataclasses.field(default_factory=list)
     shard: dict[str, Any] | None = None
+    plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # dlbench.plugins.loaded_plugins()
     dlbench_version: str = ""
     git_commit: str = ""
     git_dirty: bool | None = None
