@@ -111,13 +111,10 @@ def trim_unfinished(path: Path) -> int:
 
 def run_settings(run: RunSpec) -> dict[str, Any]:
     """The resolved settings of one run as the manifest records them: task / model / train sections."""
-    def fields(obj):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    from dlbench.config import TASK_DERIVED, to_dict
 
-    from dlbench.config import TASK_DERIVED
-
-    model = {k: v for k, v in fields(run.model_settings).items() if k not in TASK_DERIVED}  # those come from the data
-    return {"task": fields(run.task_config), "model": model, "train": fields(run.train)}
+    model = {k: v for k, v in to_dict(run.model_settings).items() if k not in TASK_DERIVED}  # those come from the data
+    return {"task": to_dict(run.task_config), "model": model, "train": to_dict(run.train)}
 
 
 def run_key(run: RunSpec) -> str:

@@ -48,7 +48,7 @@ phase() {
 
 if [ -n "$TINY" ]; then
   say "dry run (DLBENCH_ACCEPTANCE_TINY): tiny sizes, no install"
-  LENGTHS=64,128; AUTO_LENGTHS=64; WIDTH=(--hidden 8 --state 4 --repeats 1 --min-time 0)
+  LENGTHS=64,128; AUTO_LENGTHS=64; WIDTH=(--hidden 8 --state 4 --repeats 1 --min-time 0 --rounds 1 --max-rounds 1 --no-bandwidth)
   QUICK_SETS=(--set train.steps=2 --set train.eval_every=1 --set model.hidden_dim=4 --set model.state_dim=2
               --set model.num_blocks=1 --set train.batch_size=4)
   SCAN_S=${SCAN_S:-240}; AUTO_S=${AUTO_S:-120}; QUICK_S=${QUICK_S:-240}
@@ -56,7 +56,8 @@ if [ -n "$TINY" ]; then
   DL=("$PY" -c "import sys; from dlbench.cli import main; sys.exit(main(sys.argv[1:]))")
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
-  LENGTHS=1024,2048,4096,8192,16384,32768,65536; AUTO_LENGTHS=4096,65536; WIDTH=(--repeats 5 --min-time 0.3)
+  # Three rounds, no more: the whole script must fit one device call of under 8 minutes.
+  LENGTHS=1024,2048,4096,8192,16384,32768,65536; AUTO_LENGTHS=4096,65536; WIDTH=(--repeats 5 --min-time 0.3 --rounds 3 --max-rounds 3)
   QUICK_SETS=()
   SCAN_S=${SCAN_S:-210}; AUTO_S=${AUTO_S:-70}; QUICK_S=${QUICK_S:-150}
   MODELS=${MODELS:-all}

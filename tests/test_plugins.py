@@ -178,6 +178,7 @@ def test_profile_scan_isolated_cell_sees_the_plugin(plugin_file, tmp_path):
     out = tmp_path / "scan"
     proc = cli("profile", "scan", "--plugin", str(plugin_file), "--models", "ema", "--backends", "auto,associative",
                "--lengths", "64", "--hidden", "4", "--state", "2", "--mode", "fwd", "--repeats", "1", "--min-time", "0",
+               "--rounds", "1", "--max-rounds", "1", "--no-bandwidth",
                "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = pd.read_csv(out / "rows.csv", keep_default_na=False)

@@ -173,3 +173,25 @@ def test_plots_plain_ticks_resolved_backend_single_points_and_regression_units(t
     line = loss.get_lines()[0]
     assert line.get_marker() == "o" and len(line.get_xdata()) == 1  # one point is visible
     assert any("one evaluation point" in t.get_text() for t in loss.texts)
+
+
+def test_views_refuse_to_pool_two_runs_of_one_seed_or_two_settings(tmp_path, error_line):
+    from dlbench.cli import main
+
+    tiny = ["--model", "attention", "--seeds", "0", "--set", "train.eval_every=1", "--set", "model.hidden_dim=4",
+            "--set", "model.state_dim=2", "--set", "model.num_blocks=1", "--set", "train.batch_size=4"]
+    for name, steps in (("a", 2), ("b", 2), ("c", 3)):
+        assert main(["run", "smoke", *tiny, "--set", f"train.steps={steps}", "--out", str(tmp_path / name)]) == 0
+    assert main(["export", "leaderboard", str(tmp_path / "a")]) == 0
+    # Same settings, same seed, two runs: would count as two seeds of one.
+    line = error_line(["export", "leaderboard", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "basicmotions/attention seed 0 is in 2 runs" in line
+    # Different settings (train.steps 2 and 3): refused naming both config hashes.
+    line = error_line(["show", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert "basicmotions/attention has 2 different settings" in line
+    for argv in (["plot", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "x.png")],
+                 ["compare", str(tmp_path / "a"), f"{tmp_path / 'b'}"]):
+        if argv[0] == "compare":
+            assert main(argv) in (0, 1)  # each side is one run: comparing two runs is what compare is for
+        else:
+            assert "different settings" in error_line(argv)

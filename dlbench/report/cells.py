@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dlbench.errors import DlbenchError
+
 # Columns that identify a measured cell (everything but run id, seed, repeat index and provenance).
 CELL_KEYS = (
     "suite", "task", "target", "model", "layer_options", "backend", "seq_len", "batch", "hidden", "state",
@@ -53,6 +55,43 @@ def _key_text(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         column = rows[key] if key in rows.columns else pd.Series(pd.NA, index=rows.index)
         out[key] = column.astype("string").fillna("")
     return out
+
+
+def check_unmixed(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` unchanged, or :class:`DlbenchError` when a view would pool what must stay apart.
+
+    Results are pooled per (task, model) over seeds for training and per cell for sweeps. That is
+    only sound when every pooled row comes from one setting (one ``config_hash``) and each seed, or
+    each cell, from one run: two runs of the same seed, or of the same cell, would be averaged as if
+    they were more seeds or more repeats. Rows without a config hash (older folders) are compared by
+    run id alone.
+    """
+    if rows.empty:
+        return rows
+    keys = _key_text(rows, (*CELL_KEYS, "seed", "run_id", "config_hash"))
+    problems = []
+    training = keys[~keys["task"].isin(["scan", "bandwidth"])]
+    for (task, model), group in training.groupby(["task", "model"], sort=True):
+        hashes = sorted(set(group["config_hash"]) - {""})
+        if len(hashes) > 1:
+            problems.append(f"{task}/{model} has {len(hashes)} different settings (config_hash {', '.join(hashes)})")
+        for seed, runs in group.groupby("seed", sort=True)["run_id"]:
+            ids = sorted(set(runs) - {""})
+            if len(ids) > 1:
+                problems.append(f"{task}/{model} seed {seed} is in {len(ids)} runs ({', '.join(ids)})")
+    sweep = keys[keys["task"] == "scan"]
+    cell_keys = [k for k in CELL_KEYS if k not in ("metric", "source")]
+    for cell, group in sweep.groupby(cell_keys, sort=True):
+        ids = sorted(set(group["run_id"]) - {""})
+        hashes = sorted(set(group["config_hash"]) - {""})
+        if len(ids) > 1 or len(hashes) > 1:
+            label = " ".join(f"{k}={v}" for k, v in zip(cell_keys, cell, strict=True) if v)
+            problems.append(f"cell {label} is in {len(ids)} runs ({', '.join(ids)})")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DlbenchError(f"these rows would pool different runs: {'; '.join(problems[:3])}{more}; "
+                           "read each run on its own, or `dlbench merge` the shards of one run")
+    return rows
 
 
 def _varying(keys: pd.DataFrame, always: Iterable[str] = ()) -> list[str]:

@@ -18,7 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from dlbench.errors import DlbenchError, check_choice
-from dlbench.report.cells import NEUTRAL_METRICS, Cell, _sort_key, cells, format_value, higher_is_better, sections
+from dlbench.report.cells import (
+    NEUTRAL_METRICS,
+    Cell,
+    _sort_key,
+    cells,
+    check_unmixed,
+    format_value,
+    higher_is_better,
+    sections,
+)
 
 
 class GateFailed(DlbenchError):
@@ -252,7 +261,7 @@ def compare_runs(
     if not 0 < alpha < 1:
         raise DlbenchError(f"--alpha must be in (0, 1), got {alpha}")
     gate = Gate.parse(fail_if) if fail_if else None
-    result, unmatched = compare(read_rows(base_paths), read_rows(new_paths), gate=gate, alpha=alpha, metrics=metrics)
+    result, unmatched = compare(check_unmixed(read_rows(base_paths)), check_unmixed(read_rows(new_paths)), gate=gate, alpha=alpha, metrics=metrics)
     console = console or Console()
     fmt = resolve_format(fmt, console)
     render(compare_tables(result, gate.statistic if gate else "median", alpha), fmt, console, frame=result)

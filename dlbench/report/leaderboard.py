@@ -20,6 +20,7 @@ from dlbench.report.cells import (
     LEADERBOARD_METRICS,
     _key_text,
     cells,
+    check_unmixed,
     format_value,
     higher_is_better,
     resolved_backend,
@@ -222,6 +223,7 @@ def throughput_leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
 def leaderboards(rows: pd.DataFrame, kind: str = "auto", metric: str | None = None) -> dict[str, pd.DataFrame]:
     """The leaderboards of ``kind`` (``auto``: every kind present in ``rows``), keyed by kind."""
     check_choice("leaderboard kind", kind, LEADERBOARD_KINDS)
+    check_unmixed(rows)
     if metric is not None:
         check_choice("metric", metric, sorted(set(rows["metric"].dropna().astype(str))))
     builders: dict[str, Callable[[], pd.DataFrame]] = {

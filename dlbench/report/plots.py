@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dlbench.errors import DlbenchError, check_choice
-from dlbench.report.cells import FAILED_STATUSES, _key_text, _varying, cell_label, higher_is_better
+from dlbench.report.cells import FAILED_STATUSES, _key_text, _varying, cell_label, check_unmixed, higher_is_better
 from dlbench.report.eigenvalues import plot_eigenvalues
 from dlbench.report.leaderboard import _first_valid, _is_profile, _is_training, _throughput_frame
 
@@ -276,7 +276,7 @@ def plot_results(paths: Sequence[str | Path], kind: str = "auto", out: str | Pat
     check_choice("plot kind", kind, PLOT_KINDS)
     if out is not None:
         check_choice("plot file type", Path(out).suffix.lower() or "(none)", PLOT_SUFFIXES)
-    rows = read_rows(paths)
+    rows = check_unmixed(read_rows(paths))
     if kind == "auto":
         kind = "throughput" if _is_profile(rows).any() else "training"
     if out is None:

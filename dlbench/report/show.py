@@ -16,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from dlbench.report.cells import LEADERBOARD_METRICS, Cell, cells, format_value, sections
+from dlbench.report.cells import LEADERBOARD_METRICS, Cell, cells, check_unmixed, format_value, sections
 from dlbench.timing_policy import timing_warnings
 
 # Metrics shown as a column (median) beside the main one, in this order, when a section has them.
@@ -178,7 +178,7 @@ def show(paths: Sequence[str | Path], console: Console | None = None, fmt: str |
     from dlbench.report.render import render, resolve_format
     from dlbench.rundir import read_rows
 
-    rows = read_rows(paths)
+    rows = check_unmixed(read_rows(paths))
     console = console or Console()
     fmt = resolve_format(fmt, console)
     tables, frame, notes = show_frame(rows)
