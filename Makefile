@@ -16,8 +16,9 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/dlbench run smoke
 
+# One pytest worker per core (pytest-xdist): most of a test's time is a single-threaded XLA compile.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only

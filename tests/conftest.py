@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-# Tests must not grab every core or preallocate: CI has 2 cores and runs tests in one process.
+# Tests must not preallocate: CI has 2 cores and runs one pytest worker per core (`make test`).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # Tests compile hundreds of small programs; LLVM's optimisation is most of each compile and buys
 # nothing at test sizes. XLA's HLO passes, which decide the numerics, still run. Child processes

@@ -22,7 +22,7 @@ LAYERS = (
     ("models and tasks", ("dlbench.models", "dlbench.tasks")),
     ("loops and analyses", ("dlbench.timing", "dlbench.train", "dlbench.checkpoints", "dlbench.eigen", "dlbench.check",
                             "dlbench.cells")),
-    ("orchestration", ("dlbench.profile", "dlbench.rounds", "dlbench.suite", "dlbench.merge", "dlbench.catalog")),
+    ("orchestration", ("dlbench.profile", "dlbench.scan_cell", "dlbench.rounds", "dlbench.suite", "dlbench.merge", "dlbench.catalog")),
     ("reports", ("dlbench.report",)),
     ("command line", ("dlbench.cli",)),
 )

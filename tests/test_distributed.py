@@ -18,10 +18,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def xla_flags(devices: int) -> str:
+    """This process's XLA flags (the test run's fast-compile ones, see conftest) plus the device count."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+
+
 def run_python(script: str, tmp_path: Path, devices: int = 4, timeout: int = 300) -> dict:
     path = tmp_path / "check.py"
     path.write_text(textwrap.dedent(script))
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "DLBENCH_JAX_CACHE": "off"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(devices), "DLBENCH_JAX_CACHE": "off"}
     proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -33,7 +38,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 from dlbench.errors import DlbenchError
-from dlbench.profile import Cell, build_workload
+from dlbench.scan_cell import Cell, build_workload
 import dlbench.layers  # noqa: F401  (registers the built-in models)
 from dlbench.registry import get_model, model_names
 
@@ -151,7 +156,7 @@ def test_two_processes_one_cell_only_process_zero_writes(tmp_path):
         argv = [sys.executable, "-c", "import sys; from dlbench.cli import main; sys.exit(main(sys.argv[1:]))",
                 "run", "smoke", "--model", "attention", *TINY, "--out", "out",
                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(pid)]
-        env = {**os.environ, "DLBENCH_JAX_CACHE": "off", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        env = {**os.environ, "DLBENCH_JAX_CACHE": "off", "XLA_FLAGS": xla_flags(1),
                "PYTHONPATH": str(REPO)}
         procs.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:

@@ -147,8 +147,8 @@ import random  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
-from dlbench.profile import Cell  # noqa: E402
 from dlbench.rounds import CellProgress, round_order, run_rounds  # noqa: E402
+from dlbench.scan_cell import Cell  # noqa: E402
 from dlbench.timing_policy import ratio_interval  # noqa: E402
 
 
@@ -361,16 +361,16 @@ def test_duplicate_lengths_are_dropped_with_a_note(tmp_path):
 
 
 def test_a_cell_in_error_makes_the_sweep_exit_1_with_the_count(tmp_path, monkeypatch, capsys):
-    import dlbench.profile as profile
+    import dlbench.scan_cell as scan_cell
 
-    real = profile.build_workload
+    real = scan_cell.build_workload
 
     def broken(cell, **kw):
         if cell.seq_len == 16:
             raise ValueError("a broken layer")
         return real(cell, **kw)
 
-    monkeypatch.setattr(profile, "build_workload", broken)
+    monkeypatch.setattr(scan_cell, "build_workload", broken)
     code = main(["profile", "scan", "--models", "lru", "--lengths", "8,16", "--mode", "fwd", "--hidden", "4", "--state", "4",
                  "--repeats", "1", "--min-time", "0", "--rounds", "1", "--no-isolate", "--no-bandwidth", "--out", str(tmp_path)])
     captured = capsys.readouterr()
@@ -392,9 +392,9 @@ def test_train_mode_times_the_whole_training_step_and_verify_checks_every_mode(t
 
 
 def test_verify_fails_a_backend_that_drifts(tmp_path, monkeypatch):
-    import dlbench.profile as profile
+    import dlbench.scan_cell as scan_cell
 
-    monkeypatch.setitem(profile.VERIFY_TOLERANCE, "float32", 1e-12)  # float32 cannot meet this
+    monkeypatch.setitem(scan_cell.VERIFY_TOLERANCE, "float32", 1e-12)  # float32 cannot meet this
     sweep = small(models=("lru",), lengths=(33,), modes=("fwd",), isolate=False, verify=True)
     with pytest.raises(Exception, match="ended in error"):
         run_sweep(sweep, tmp_path, console=Console(file=io.StringIO()))

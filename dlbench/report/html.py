@@ -53,9 +53,16 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def _svg(figure) -> str:
-    """A matplotlib Figure as an inline SVG element (no XML prolog, no external references)."""
+    """A matplotlib Figure as an inline SVG element (no XML prolog, no external references).
+
+    Text stays text (``svg.fonttype`` none): the page is a fraction of the size of one with every
+    glyph drawn as a path, and its labels can be searched and copied.
+    """
+    import matplotlib
+
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 

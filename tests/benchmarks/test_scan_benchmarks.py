@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import dlbench.layers  # noqa: F401  (registers the built-in models)
-from dlbench.profile import Cell, build_workload, expand_backends
+from dlbench.profile import expand_backends
 from dlbench.registry import get_model, model_names
+from dlbench.scan_cell import Cell, build_workload
 
 SEQ_LEN, BATCH, HIDDEN, STATE = 4096, 1, 64, 64
 
