@@ -1,5 +1,6 @@
 """`dlbench report`: one self-contained HTML page; its structure, and its rendering in headless Chromium."""
 
+import csv
 import json
 import re
 import shutil
@@ -50,8 +51,11 @@ def test_page_is_self_contained_with_every_section(page):
     # Leaderboards with published columns, outcomes, warnings, provenance.
     assert "Leaderboard: training" in text and "Leaderboard: throughput" in text and "<th>published</th>" in text
     assert "16 of 16 runs ok" in text and "16 of 16 cells ok" in text
-    assert "<h3>Warnings</h3>" in text and "git 796144188e32" in text
-    assert "no manifest.json" in text  # the committed folders predate the manifest
+    commits = {csv.DictReader(open(run / "rows.csv")).__next__()["git_commit"][:12] for run in RUNS}
+    assert "<h3>Warnings</h3>" in text and all(f"git {commit}" in text for commit in commits)
+    # Each committed folder's manifest is shown with its settings.
+    for run in RUNS:
+        assert json.loads((run / "manifest.json").read_text())["run_id"] in text
 
 
 def test_manifest_is_shown_and_a_broken_one_is_survived(tmp_path):

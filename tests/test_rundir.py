@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dlbench.cli import main
@@ -87,12 +88,16 @@ def test_unknown_header_column_is_refused(tmp_path):
         read_rows([path])
 
 
-def test_committed_folders_without_manifest_are_still_readable_and_say_so(tmp_path):
+def test_folders_written_before_manifests_are_still_readable_and_say_so(tmp_path):
+    # The first release wrote rows.csv without config_hash and round, and no manifest.json.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    current = pd.read_csv(REPO / "results" / "cpu-smoke" / "rows.csv", dtype=str, keep_default_na=False)
+    current.drop(columns=["config_hash", "round"]).to_csv(legacy / "rows.csv", index=False)
     notes = []
-    rows = read_rows([REPO / "results" / "cpu-smoke"], note=notes.append)
-    assert len(rows) == 656 and rows.config_hash.isna().all()
-    assert notes == [f"{REPO / 'results' / 'cpu-smoke'}: no manifest.json (written before dlbench recorded settings): "
-                     "settings cannot be checked"]
+    rows = read_rows([legacy], note=notes.append)
+    assert len(rows) == len(current) and rows.config_hash.isna().all()
+    assert notes == [f"{legacy}: no manifest.json (written before dlbench recorded settings): settings cannot be checked"]
 
 
 def test_writer_refuses_unknown_metric_and_wrong_unit(tmp_path):
