@@ -60,7 +60,8 @@ def test_linear_scan_matches_sequential_reference(length, backend, block):
     np.testing.assert_allclose(np.asarray(got0), want0, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("length", (1, 17, 1031))
+# 257: several chunks ending in a partial one; 1031 compiles the associative gradient for 30 s and tests nothing more.
+@pytest.mark.parametrize("length", (1, 17, 257))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_invariant_linear_scan_and_its_gradient(length, backend):
     a, b, _ = draw(length, block=True, complex_state=False)

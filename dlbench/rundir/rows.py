@@ -264,6 +264,7 @@ def read_table(path: str | os.PathLike) -> Table:
     numeric = [(i, c, c in INTEGER_COLUMNS) for i, c in enumerate(header) if c == "value" or c in INTEGER_COLUMNS]
     status_at = header.index("status")
     ends_with_newline = text.endswith(("\n", "\r"))
+    last_line = text.count("\n") + (0 if ends_with_newline else 1)
     rows: list[dict[str, str]] = []
     partial = None
     line = 1
@@ -276,7 +277,7 @@ def read_table(path: str | os.PathLike) -> Table:
         except csv.Error as error:
             raise DlbenchError(f"{path}:{start}: not a readable CSV line ({error})") from None
         line = reader.line_num
-        last = line >= text.count("\n") + (0 if ends_with_newline else 1)
+        last = line >= last_line
         if not cells:
             continue
         if last and not ends_with_newline:
