@@ -206,7 +206,9 @@ def run_suite(
             console.print(f"shard {shard}: {len(runs)} of {len(all_runs)} runs")
         (show_plan or console.print)(plan_table(suite, runs))
         for run in runs if plan_details else ():  # csv/json plans stay machine-readable
-            console.print(f"{run.task} {run.model} seed={run.seed}: " + json.dumps(run.settings(), sort_keys=True))
+            # One line per run, whatever the terminal's width, and JSON's brackets are not rich markup.
+            line = f"{run.task} {run.model} seed={run.seed}: " + json.dumps(run.settings(), sort_keys=True)
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
         return None
     writer = distributed.is_writer()
     out_dir, run_id = _out_dir(suite, out, resume)  # reads only; every process checks before anyone writes
@@ -379,7 +381,8 @@ def _run_profile(suite: SuiteConfig, models, seeds, out, resume: bool, dry_run: 
     where = f"{suite.path or suite.name} [sweep]"
     sweep = ScanSweep.from_mapping(mapping, where=where)  # a dry run checks the sweep too
     if dry_run:
-        console.print(f"profile suite {suite.name}: sweep " + json.dumps(dataclasses.asdict(sweep), sort_keys=True))
+        line = f"profile suite {suite.name}: sweep " + json.dumps(dataclasses.asdict(sweep), sort_keys=True)
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
         return None
 
     out_dir, run_id = _out_dir(suite, out, resume)  # the folder's name and its rows share one run id

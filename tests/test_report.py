@@ -183,3 +183,8 @@ def test_format_value_units():
     assert report.format_value(0.0021, "s") == "2.1 ms"
     assert report.format_value(3 * 2**20, "bytes") == "3 MiB"
     assert report.format_value(float("nan"), "s") == "-"
+    # Never "1.02e+03 MiB": a value that rounds to 1000 of a unit is written in the next one.
+    assert report.format_value(1020 * 2**20, "bytes") == "0.996 GiB"
+    assert report.format_value(989 * 2**20, "bytes") == "989 MiB"
+    assert report.format_value(0.9997, "s") == "1 s" and report.format_value(0.9994, "s") == "999 ms"
+    assert report.format_value(3 * 2**40, "bytes") == "3 TiB" and report.format_value(12, "bytes") == "12 B"

@@ -62,8 +62,14 @@ def test_manifest_is_shown_and_a_broken_one_is_survived(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(RUNS[0] / "rows.csv", run / "rows.csv")
-    (run / "manifest.json").write_text(json.dumps({"dlbench_version": "9.9", "runs": {"a": {"train.steps": 20}}}))
-    assert "&quot;train.steps&quot;: 20" in report_html([run])
+    manifest = {"dlbench_version": "9.9", "runs": {"a": {"train.steps": 20}}, "suite": "smoke", "git_commit": "ab" * 20,
+                "git_dirty": True, "plugins": [{"spec": "my_layer.py", "sha256": "0123456789abcdef" * 4}]}  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    text = report_html([run])
+    assert "&quot;train.steps&quot;: 20" in text
+    # The gist above the folded manifest: suite, commit (dirty), plugins pinned by their sha256.
+    assert "<li>suite: smoke</li>" in text and f"<li>git: {'ab' * 6} (dirty)</li>" in text
+    assert "<li>plugins: my_layer.py (0123456789ab)</li>" in text and "<details open>" not in text
     (run / "manifest.json").write_text("{not json")
     assert "is not readable JSON" in report_html([run])
 

@@ -215,19 +215,26 @@ def cells(rows: pd.DataFrame, keys: Sequence[str] = CELL_KEYS) -> dict[tuple[str
 # ---------------------------------------------------------------------------------------------
 
 
-def _seconds(x: float) -> str:
-    scales = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
-    for scale, name in scales:
+def _scaled(x: float, scales: tuple[tuple[float, str], ...], smallest: str) -> str:
+    """``x`` in the largest unit of ``scales`` (descending) it reaches, to 3 significant figures.
+
+    A value that would print as 1000 or more of a unit (1,020 MiB) moves up one (0.996 GiB): ``.3g``
+    would write it as ``1.02e+03``.
+    """
+    for i, (scale, name) in enumerate(scales):
         if abs(x) >= scale:
+            if i > 0 and abs(x) / scale >= 999.5:
+                scale, name = scales[i - 1]
             return f"{x / scale:.3g} {name}"
-    return f"{x:.3g} s"
+    return smallest.format(x)
+
+
+def _seconds(x: float) -> str:
+    return _scaled(x, ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")), "{:.3g} s")
 
 
 def _bytes(x: float) -> str:
-    for power, name in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
-        if abs(x) >= 1024**power:
-            return f"{x / 1024**power:.3g} {name}"
-    return f"{x:.0f} B"
+    return _scaled(x, ((1024.0**4, "TiB"), (1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB")), "{:.0f} B")
 
 
 UNIT_FORMATS: dict[str, Callable[[float], str]] = {

@@ -80,6 +80,14 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
+def _plugin(entry) -> str:
+    """One loaded plugin of a manifest: its spec and what pins it (version or the file's sha256)."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    pin = entry.get("version") or str(entry.get("sha256") or "")[:12]
+    return f"{entry.get('spec', '?')} ({pin})" if pin else str(entry.get("spec", "?"))
+
+
 def run_section(path: str | Path, anchor: str) -> str:
     """The HTML of one run: provenance, outcomes, leaderboards, plots, warnings, settings."""
     from dlbench.rundir import read_rows
@@ -138,7 +146,16 @@ def run_section(path: str | Path, anchor: str) -> str:
     manifest, note = read_manifest(directory)
     parts.append("<h3>Settings and provenance</h3>")
     if manifest is not None:
-        parts.append(f"<details open><summary>{MANIFEST_FILE}</summary><pre>"
+        # The gist first; the whole manifest (every run's settings, hundreds of lines) stays folded.
+        facts = [("kind", manifest.get("kind")), ("suite", manifest.get("suite")),
+                 ("created", manifest.get("created_utc")), ("dlbench", manifest.get("dlbench_version")),
+                 ("git", str(manifest.get("git_commit") or "")[:12] + (" (dirty)" if manifest.get("git_dirty") else "")),
+                 ("--set", " ".join(map(str, manifest.get("sets") or ())) or "none"),
+                 ("plugins", ", ".join(_plugin(p) for p in manifest.get("plugins") or ()) or "none"),
+                 ("entries", len(manifest.get("entries") or ()))]  # fmt: skip
+        parts.append("<ul class=\"facts\">" + "".join(f"<li>{name}: {html.escape(str(value))}</li>" for name, value in facts
+                                                       if value not in (None, "")) + "</ul>")  # fmt: skip
+        parts.append(f"<details><summary>{MANIFEST_FILE}</summary><pre>"
                      + html.escape(json.dumps(manifest, indent=2, sort_keys=True, default=str)) + "</pre></details>")  # fmt: skip
     else:
         parts.append(f'<p class="note">{html.escape(note)}</p>')
