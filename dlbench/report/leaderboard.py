@@ -325,6 +325,12 @@ NOTES = {
     "throughput": "tokens/s = batch × length / wall time, median over timed repeats; **bold** = fastest "
     "backend of that model at that length; x fastest = tokens/s relative to it.",
 }
+# The same notes for plain text, where there is no bold.
+PLAIN_NOTES = {
+    **NOTES,
+    "throughput": "tokens/s = batch × length / wall time, median over timed repeats; x fastest = tokens/s "
+    "relative to the fastest backend of that model at that length (1.00).",
+}
 
 
 def _markdown(tables: dict[str, list[list[str]]], note: str) -> str:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from dlbench.errors import DlbenchError
 from dlbench.report.cells import FAILED_STATUSES, _key_text
-from dlbench.report.leaderboard import DISPLAYS, NOTES, _is_profile, leaderboards
+from dlbench.report.leaderboard import DISPLAYS, PLAIN_NOTES, _is_profile, leaderboards
 from dlbench.report.render import plain_text
 
 # What one "run" is: a training run (task, model, options, seed) or a profile cell (its grid point).
@@ -62,7 +62,7 @@ def _board_text(rows: pd.DataFrame) -> list[str]:
             for line in body:
                 table.add_row(*(cell.replace("**", "") for cell in line))
             out.append(plain_text(table).rstrip("\n"))
-        out.append(NOTES[kind].replace("**bold** = fastest", "x fastest = 1.00 is the fastest").split("; **bold**")[0])
+        out.append(PLAIN_NOTES[kind])
     return out
 
 
