@@ -123,19 +123,39 @@ def test_ctrl_c_keeps_every_finished_row(tmp_path):
     entry = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from dlbench.cli import run; run()"
     command = [sys.executable, "-c", entry, "profile", "scan", "--models", "attention",
                "--lengths", "16,32,64,128,256,512", "--hidden", "8", "--state", "8", "--mode", "fwd", "--repeats", "2",
-               "--min-time", "0.5", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               "--min-time", "0.5", "--rounds", "1", "--max-rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows_file = tmp_path / "rows.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (rows_file.exists() and "cell_s" in rows_file.read_text()):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "dlbench: interrupted" in err and "Traceback" not in err
     rows = read_rows([rows_file])
     finished = rows[rows.metric == "cell_s"]
     assert 1 <= len(finished) < 6 and set(finished.status) == {"ok"}
     assert len(rows[(rows.metric == "wall_s") & (rows.seq_len == 16)]) >= 2
+    # Doing what the interrupt message says, in a new process with no other option, continues the saved
+    # sweep (not the default one): the remaining lengths of this model only, the finished cells kept as they were.
+    assert f"--resume --out {tmp_path}" in " ".join((out + err).split())
+    resumed = subprocess.run([sys.executable, "-c", entry, "profile", "scan", "--resume", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "dlbench profile scan: 6 cells" in resumed.stdout
+    after = read_rows([rows_file])
+    done = after[after.metric == "cell_s"]
+    # One round per cell (--max-rounds 1 is saved with the sweep): each length ends exactly once.
+    assert sorted(done.seq_len) == [16, 32, 64, 128, 256, 512], done[["seq_len", "round", "status"]].to_string()
+    assert set(after.model.dropna()) == {"attention"}
+    assert set(done.status) == {"ok"} and set(after.hidden.dropna()) == {8}
+    key = ["seq_len", "metric", "value", "index", "round"]
+    kept = rows[rows.seq_len.isin(finished.seq_len)][key].astype(str)
+    assert set(map(tuple, kept.values)) <= set(map(tuple, after[key].astype(str).values))
+    # A finished round is not measured again.
+    for length in finished.seq_len:
+        walls = [frame[(frame.metric == "wall_s") & (frame.seq_len == length)] for frame in (rows, after)]
+        assert len(walls[0]) == len(walls[1]), length
 
 
 # --- rounds, intervals, the stop rule -----------------------------------------------------------
