@@ -38,7 +38,7 @@ from dlbench.plugins import loaded_plugins
 from dlbench.rundir import ROWS_FILE, Manifest, check_resume, holding_lock, merged, read_manifest, rows_run_id
 from dlbench.rundir import finished_runs as _finished_runs
 from dlbench.rundir import trim_unfinished as _trim
-from dlbench.tasks import check_data, get_task, resolve_data_dir
+from dlbench.tasks import check_data, check_files, get_task, resolve_data_dir
 
 ROWS = ROWS_FILE
 SHARD_FILE = "shard.json"
@@ -192,6 +192,8 @@ def run_suite(
     if not dry_run:  # a dry run only shows the plan, so it works before the data are in place
         for task in suite.task_names:
             check_data(suite.task_config(task), data_root)
+        for task in suite.task_names:  # every path first (one message), then the files' contents
+            check_files(suite.task_config(task), (seeds or suite.seeds)[0], data_root)
     if not dry_run:
         # Before anything touches a device: a multi-process job must be joined first.
         distributed.initialize(cluster or distributed.ClusterConfig())

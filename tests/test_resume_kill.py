@@ -71,6 +71,11 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed = pd.read_csv(tmp_path / "killed" / "rows.csv", keep_default_na=False)
     assert "test_rmse" not in set(killed.metric), "the killed run had already finished"
+    # The killed folder as a shard: merge refuses its unfinished run unless told --partial.
+    argv, env = dlbench("merge", str(tmp_path / "killed"), "--out", str(tmp_path / "merged"))
+    merged = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 2 and "1 unfinished run(s) (decay/attention/0)" in merged.stderr, merged.stderr
+    assert "--partial" in merged.stderr and not (tmp_path / "merged" / "rows.csv").exists()
 
     argv, env = dlbench("run", str(suite), "--out", str(tmp_path / "killed"), "--resume")
     out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, timeout=600)

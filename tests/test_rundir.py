@@ -185,12 +185,15 @@ def test_resume_with_changed_settings_is_refused_naming_the_key(tmp_path, capsys
     assert set(rows.config_hash) == {entry["config_hash"]} and set(rows.run_id) == {manifest["run_id"]}
     assert manifest["suite_sha256"] and "name = \"smoke\"" in manifest["suite_text"]
     capsys.readouterr()
+    written = {name: (out / name).read_bytes() for name in ("manifest.json", "plan.json", "rows.csv")}
     changed = [a if a != "train.steps=2" else "train.steps=3" for a in TINY]
     assert main(["run", "smoke", *changed, "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"basicmotions/attention/0: train.steps: 2 in {out}, 3 now") and len(err.splitlines()) == 1
     assert main(["run", "decay", "--out", str(out), "--resume", "--set", "train.steps=2"]) == 2
     assert f"{out} holds suite 'smoke', not 'decay'" in capsys.readouterr().err
+    # A refused resume leaves the folder as it was: plan.json still says what the rows were made with.
+    assert {name: (out / name).read_bytes() for name in written} == written
     assert main(["run", "smoke", *TINY, "--out", str(out), "--resume"]) == 0  # same settings: nothing to do
     assert "resuming" in capsys.readouterr().out and len(read_rows([out])) == len(rows)
 
@@ -294,6 +297,21 @@ def test_uea_file_with_zero_series_is_refused(tmp_path):
         check_partners([Path("a"), Path("b")], [np.zeros((5, 2))], [np.zeros((5, 3))])
     with pytest.raises(DlbenchError, match="length 5 but b of length 6"):
         check_partners([Path("a"), Path("b")], [np.zeros((5, 2))], [np.zeros((6, 2))])
+
+
+def test_garbage_train_file_is_refused_before_the_run_folder_is_written(tmp_path, monkeypatch, error_line):
+    from test_tasks import make_uea
+
+    monkeypatch.setenv("DLBENCH_CACHE", str(tmp_path / "cache"))
+    make_uea(tmp_path / "data", "Heartbeat", 6, 4, 0)
+    train = tmp_path / "data" / "Heartbeat" / "Heartbeat_TRAIN.ts"
+    train.write_text("this is not a UEA file\n" * 40)
+    suite = tmp_path / "one.toml"
+    suite.write_text('name = "one"\nkind = "train"\nseeds = [0]\ninclude = ["attention"]\n[tasks.heartbeat]\n')
+    out = tmp_path / "out"
+    line = error_line(["run", str(suite), "--data-dir", str(tmp_path / "data"), "--out", str(out), *TINY[2:]])
+    assert "Heartbeat_TRAIN.ts" in line and "zero series" in line, line
+    assert not out.exists()  # no manifest, plan or rows of a run that never started
 
 
 # --- profile scan resume -------------------------------------------------------------------------

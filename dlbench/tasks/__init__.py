@@ -145,6 +145,14 @@ def check_data(config: TaskConfig, data_dir: Path) -> None:
         spec.locate(config, data_dir)
 
 
+def check_files(config: TaskConfig, seed: int, data_dir: Path) -> None:
+    """Read the task's user files now, so that a damaged one (a garbage TRAIN file beside a valid TEST
+    file) is refused before a run folder is written; generated and bundled data are not the user's
+    input and are read when their run starts. Parsed archives are cached, so the run reads them again cheaply."""
+    if get_task(config.dataset).locate is not None:
+        load_task(config, seed, data_dir)
+
+
 def load_task(config: TaskConfig, seed: int, data_dir: Path) -> TaskData:
     """The task's splits for ``seed`` (seeded splits differ per seed; file parsing is cached)."""
     spec = get_task(config.dataset)
