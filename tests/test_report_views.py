@@ -1,6 +1,7 @@
 """The report package as a leaf: no JAX on import, output that survives pipes, the end-of-run summary,
 readable `show`, plots with plain ticks and honest labels, the throughput board's intervals."""
 
+import io
 import json
 import subprocess
 import sys
@@ -195,3 +196,23 @@ def test_views_refuse_to_pool_two_runs_of_one_seed_or_two_settings(tmp_path, err
             assert main(argv) in (0, 1)  # each side is one run: comparing two runs is what compare is for
         else:
             assert "different settings" in error_line(argv)
+
+
+def test_a_run_cut_by_a_killed_writer_is_named_not_dropped(tmp_path, capsys):
+    """The final row of seed 1 cut mid-row: the leaderboard and show say the seed is unfinished."""
+    out = tmp_path / "cut"
+    tiny = ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "model.hidden_dim=4",
+            "--set", "model.state_dim=2", "--set", "model.num_blocks=1", "--set", "train.batch_size=4"]  # fmt: skip
+    assert main(["run", "smoke", "--model", "attention", "--seeds", "0,1", *tiny, "--out", str(out)]) == 0
+    data = (out / "rows.csv").read_bytes()
+    assert b",test_accuracy," in data.splitlines()[-1]  # the last run's final row ends the file
+    (out / "rows.csv").write_bytes(data[:-40])
+    capsys.readouterr()
+    assert main(["export", "leaderboard", str(out), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    board = pd.read_csv(io.StringIO(captured.out))
+    assert board[["model", "seeds", "failed", "unfinished"]].values.tolist() == [["attention", 1, 0, 1]]
+    assert "1 partial row at" in captured.err
+    assert main(["show", str(out), "--format", "plain"]) == 0
+    shown = capsys.readouterr().out
+    assert "attention: 1 unfinished run(s), seed 1" in " ".join(shown.split()) and "no failed cells" not in shown

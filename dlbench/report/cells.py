@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlbench.errors import DlbenchError
+from dlbench.rundir.vocabulary import FAILED, FINAL_METRICS
 
 # Columns that identify a measured cell (everything but run id, seed, repeat index and provenance).
 CELL_KEYS = (
@@ -36,7 +37,7 @@ HIGHER_IS_BETTER = frozenset(
 # Properties of a configuration rather than performance: shown by compare, never gated.
 NEUTRAL_METRICS = frozenset({"param_count", "min_bytes_per_token"})
 # Status values that mean "this cell failed" (``skipped`` and ``n/a`` are not failures of the cell).
-FAILED_STATUSES = ("oom", "timeout", "nan", "error")
+FAILED_STATUSES = FAILED
 # Training metrics in preference order for the leaderboard when --metric is not given.
 LEADERBOARD_METRICS = ("test_accuracy", "test_mse", "test_rmse", "test_mae", "val_accuracy", "val_loss", "train_loss")
 # Short labels for cell keys in tables, legends and messages.
@@ -54,6 +55,19 @@ def _key_text(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     for key in keys:
         column = rows[key] if key in rows.columns else pd.Series(pd.NA, index=rows.index)
         out[key] = column.astype("string").fillna("")
+    return out
+
+
+def unfinished_runs(rows: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
+    """(task, model) -> the seeds of training runs that have rows but neither a final metric
+    (:data:`~dlbench.rundir.vocabulary.FINAL_METRICS`) nor a failure: a killed writer, or a run
+    still going. Views name them, so that a missing seed is never silent."""
+    training = rows[~rows["task"].isin(["scan", "bandwidth"]) & rows["seed"].notna()]
+    out: dict[tuple[str, str], list[int]] = {}
+    for (task, model, seed), run in training.groupby(["task", "model", "seed"], sort=True):
+        ended = run["metric"].isin(FINAL_METRICS) & (run["status"] == "ok")
+        if not ended.any() and not run["status"].isin(FAILED).any():
+            out.setdefault((str(task), str(model)), []).append(int(seed))
     return out
 
 

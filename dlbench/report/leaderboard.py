@@ -24,11 +24,12 @@ from dlbench.report.cells import (
     format_value,
     higher_is_better,
     resolved_backend,
+    unfinished_runs,
 )  # fmt: skip
 from dlbench.report.published import DISPLAY_SCALES, PUBLISHED, TASK_ALIASES, published
 
 TRAINING_COLUMNS = (
-    "task", "metric", "unit", "rank", "model", "mean", "std", "seeds", "failed", "params",
+    "task", "metric", "unit", "rank", "model", "mean", "std", "seeds", "failed", "unfinished", "params",
     "time_per_1k_steps_s", "peak_bytes", "published_mean", "published_std", "delta",
 )  # fmt: skip
 THROUGHPUT_COLUMNS = (
@@ -71,9 +72,10 @@ def _pick_metric(rows: pd.DataFrame) -> str:
 
 def training_leaderboard(rows: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Per task one row per model: mean +- population std over seeds of ``metric`` (each seed's final
-    value), rank, seeds, failed seeds, parameters, time per 1,000 steps, peak memory and the published
+    value), rank, seeds, failed and unfinished seeds, parameters, time per 1,000 steps, peak memory and the published
     number (docs/models.md section 7) with the difference, in the paper's units. Columns: ``TRAINING_COLUMNS``."""
     rows = rows[_is_training(rows)]
+    unfinished = unfinished_runs(rows)
     out = []
     for task, task_rows in rows.groupby(_key_text(rows, ("task",))["task"], sort=True):
         chosen = metric or _pick_metric(task_rows)
@@ -86,7 +88,8 @@ def training_leaderboard(rows: pd.DataFrame, metric: str | None = None) -> pd.Da
             metric_cells = cells(model_rows[model_rows["metric"] == chosen], ("metric",))
             samples = np.concatenate([c.samples for c in metric_cells.values()]) if metric_cells else np.array([])
             seeds_failed = model_rows.loc[model_rows["status"].isin(FAILED_STATUSES), "seed"].nunique(dropna=False)
-            if not len(samples) and not seeds_failed:
+            seeds_unfinished = len(unfinished.get((str(task), str(model)), []))
+            if not len(samples) and not seeds_failed and not seeds_unfinished:
                 continue
             values = samples * scale
             params = model_rows.loc[(model_rows["metric"] == "param_count") & (model_rows["status"] == "ok"), "value"]
@@ -104,6 +107,7 @@ def training_leaderboard(rows: pd.DataFrame, metric: str | None = None) -> pd.Da
                     "std": float(values.std(ddof=0)) if len(values) else math.nan,  # population std, as published
                     "seeds": len(values),
                     "failed": int(seeds_failed),
+                    "unfinished": seeds_unfinished,
                     "params": float(params.median()) if len(params) else math.nan,
                     "time_per_1k_steps_s": 1000.0 * float(steps.median()) if len(steps) else math.nan,
                     "peak_bytes": float(peak.max()) if len(peak) else math.nan,
@@ -265,7 +269,7 @@ def _training_display(board: pd.DataFrame, latex: bool) -> dict[str, list[list[s
         header = ["rank", "model", head, "seeds", "published", "Δ", "params", "s / 1k steps", "peak memory"]
         body = [
             [
-                str(r.rank) + (f" ({r.failed} failed)" if r.failed else ""),
+                str(r.rank) + "".join(f" ({n} {what})" for n, what in ((r.failed, "failed"), (r.unfinished, "unfinished")) if n),
                 r.model,
                 _pm(r.mean, r.std, unit, latex),
                 str(r.seeds),

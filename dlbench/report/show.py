@@ -16,7 +16,15 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from dlbench.report.cells import LEADERBOARD_METRICS, Cell, cells, check_unmixed, format_value, sections
+from dlbench.report.cells import (
+    LEADERBOARD_METRICS,
+    Cell,
+    cells,
+    check_unmixed,
+    format_value,
+    sections,
+    unfinished_runs,
+)
 from dlbench.timing_policy import timing_warnings
 
 # Metrics shown as a column (median) beside the main one, in this order, when a section has them.
@@ -147,6 +155,9 @@ def show_frame(rows: pd.DataFrame) -> tuple[list[Table], pd.DataFrame, list[str]
                           *side_texts, status, style=style)  # fmt: skip
             records.append(record)
         tables.append(table)
+    for (task, model), seeds in unfinished_runs(rows).items():
+        notes.append((f"{task}: {model}", f"{len(seeds)} unfinished run(s), seed {', '.join(map(str, seeds))}: "
+                      "no final row (its writer was killed, or it is still running); not counted"))  # fmt: skip
     return tables, pd.DataFrame(records), notes
 
 
