@@ -132,7 +132,8 @@ class ScanSweep:
                 if value is None:
                     continue
                 if not (math.isfinite(value) and low <= value <= high):
-                    raise DlbenchError(f"{key.replace('_', '-')} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+                    shown = [f"{int(b):_}" if float(b).is_integer() and abs(b) >= 10_000 else f"{b:g}" for b in (low, high)]
+                    raise DlbenchError(f"{key.replace('_', '-')} must be a finite number in [{shown[0]}, {shown[1]}], got {value!r}")
         if self.max_rounds < self.rounds:
             raise DlbenchError(f"max-rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
         if not self.backends:

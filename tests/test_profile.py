@@ -361,7 +361,8 @@ def test_resume_continues_the_rounds_of_an_unfinished_cell(tmp_path):
     [
         ("--min-time", "nan", "min-time must be a finite number"),
         ("--timeout", "inf", "timeout must be a finite number"),
-        ("--repeats", "0", "repeats must be a finite number in [1, 10000]"),
+        ("--repeats", "0", "repeats must be a finite number in [1, 10_000]"),
+        ("--lengths", "0", "lengths must be a finite number in [1, 134_217_728], got 0"),
         ("--rounds", "0", "rounds must be"),
         ("--ci-target", "2", "ci-target must be"),
         ("--lengths", "16,0", "lengths must be"),
