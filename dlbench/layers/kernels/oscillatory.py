@@ -31,7 +31,9 @@ that F_k has rank one per state (F_k = f b_k with f real):
   recurrence runs sequentially from a zero state, all blocks of all sequences at once as SIMD lanes
   (T = ``BLOCKED_BLOCK`` = 512 loop steps instead of L); block-final states are carried across blocks by a
   2x2 scan with M^T, and row x of M^(t+1) times the carried-in state is added. Exact, real arithmetic,
-  no eigen-decomposition. The fastest on CPU (faster than chunked-Toeplitz too): at L=50k, H=P=64, float32, 30.9 ms against 69.7 ms for
+  no eigen-decomposition. Its in-block recurrence has a written-out backward pass (the adjoint
+  recurrence with M^T): autodiff of that loop reduced six coefficient gradients over the lanes at
+  every step. The fastest on CPU (faster than chunked-Toeplitz too): at L=50k, H=P=64, float32, 30.9 ms against 69.7 ms for
   the authors' associative formulation (2.26x), measured side by side in one ``profile scan`` sweep
   (results/cpu-dlinoss-backends).
 """
@@ -252,6 +254,67 @@ def _ssm_chunked_toeplitz(M, f, u, B, C_ri, *, block: int) -> Float[Array, "seq 
     return y.reshape(n_blocks * T, -1)[:length]
 
 
+Column = Float[Array, " column"]
+
+
+def _local_scan(m00, m01, m10, m11, f_z, f_x, b):
+    """w_t = M w_(t-1) + f b_t from w_(-1) = 0 in every lane: every (z_t, x_t), each (T, lanes, 2P)."""
+
+    def step(w, b_t):
+        z, x = w
+        z, x = m00 * z + m01 * x + f_z * b_t, m10 * z + m11 * x + f_x * b_t
+        return (z, x), (z, x)
+
+    zeros = jnp.zeros(b.shape[1:], b.dtype)
+    return jax.lax.scan(step, (zeros, zeros), b)[1]
+
+
+@jax.custom_vjp
+def _local_recurrence(
+    m00: Column, m01: Column, m10: Column, m11: Column, f_z: Column, f_x: Column, b: Float[Array, "block lanes column"]
+) -> tuple[Float[Array, "lanes column"], Float[Array, "lanes column"], Float[Array, "block lanes column"]]:
+    """Pass 1 of :func:`_ssm_blocked`: (z_(T-1), x_(T-1), every x_t) of the in-block recurrence.
+
+    Its gradient is written out (:func:`_local_recurrence_bwd`): autodiff of the loop reduced the six
+    coefficient gradients over the lanes at every step. A layer's forward and backward pass at
+    L 4,096, batch 4, H 128, P 64 on CPU took 48 ms against 58 ms (measured side by side)."""
+    z, x = _local_scan(m00, m01, m10, m11, f_z, f_x, b)
+    return z[-1], x[-1], x
+
+
+def _local_recurrence_fwd(m00, m01, m10, m11, f_z, f_x, b):
+    z, x = _local_scan(m00, m01, m10, m11, f_z, f_x, b)
+    return (z[-1], x[-1], x), (m00, m01, m10, m11, f_z, f_x, b, z, x)
+
+
+def _local_recurrence_bwd(residuals, cotangents):
+    """The adjoint recurrence, run backwards with M^T: with a_t the cotangent of w_t,
+    a_t = M^T a_(t+1) + e_x dx_t (plus the block-end cotangent at t = T-1); then db_t = f . a_t, and
+    dM = sum over t and lanes of a_t w_(t-1)^T, df = sum of a_t b_t, accumulated per lane inside the
+    loop and summed over lanes once at the end."""
+    m00, m01, m10, m11, f_z, f_x, b, z, x = residuals
+    dz_end, dx_end, dx = cotangents
+    zeros = jnp.zeros_like(z[0])
+    z_prev = jnp.concatenate([zeros[None], z[:-1]])
+    x_prev = jnp.concatenate([zeros[None], x[:-1]])
+
+    def step(carry, inputs):
+        (az, ax), sums = carry
+        dx_t, w_b = inputs  # w_b (3, lanes, 2P): z_(t-1), x_(t-1), b_t
+        ax = ax + dx_t
+        sums = sums + jnp.stack([az, ax])[:, None] * w_b[None]  # (2, 3, lanes, 2P)
+        return ((m00 * az + m10 * ax, m01 * az + m11 * ax), sums), f_z * az + f_x * ax
+
+    # The carry entering step t is a_(t+1) pushed through M^T; at t = T-1 it is the end cotangent.
+    w_b = jnp.stack([z_prev, x_prev, b], 1)
+    (_, sums), db = jax.lax.scan(step, ((dz_end, dx_end), jnp.zeros((2, 3, *zeros.shape), zeros.dtype)), (dx, w_b), reverse=True)
+    sums = sums.sum(2)
+    return (sums[0, 0], sums[0, 1], sums[1, 0], sums[1, 1], sums[0, 2], sums[1, 2], db)
+
+
+_local_recurrence.defvjp(_local_recurrence_fwd, _local_recurrence_bwd)
+
+
 def _ssm_blocked(M, f, u, B, C_ri, *, block: int) -> Float[Array, "*batch seq hidden"]:
     """Exact blockwise evaluation with every block a SIMD lane (module docstring, "blocked").
 
@@ -281,13 +344,8 @@ def _ssm_blocked(M, f, u, B, C_ri, *, block: int) -> Float[Array, "*batch seq hi
     m00, m01, m10, m11 = (per_column(M[:, i, j]) for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
     f_z, f_x = per_column(f[:, 0]), per_column(f[:, 1])
 
-    def step(w, b_t):
-        z, x = w
-        z, x = m00 * z + m01 * x + f_z * b_t, m10 * z + m11 * x + f_x * b_t
-        return (z, x), x
-
     zeros = jnp.zeros((lanes, 2 * P), u.dtype)
-    (z_end, x_end), x_local = jax.lax.scan(step, (zeros, zeros), b)  # x_local (T, lanes, 2P)
+    z_end, x_end, x_local = _local_recurrence(m00, m01, m10, m11, f_z, f_x, b)  # x_local (T, lanes, 2P)
 
     def power(Mn, _):
         Mn = BLOCK2X2.compose(M, Mn)
