@@ -111,13 +111,18 @@ class AbstractOscillatory(AbstractSequenceLayer):
                     UnstableDiscretizationWarning,
                     stacklevel=3,
                 )
+        self._warn_if_unstable("transition", "states grow without bound over long sequences", stacklevel=3)
+
+    def _warn_if_unstable(self, what: str, consequence: str, stacklevel: int) -> None:
+        """Warn when M has eigenvalues outside the unit disk (beyond ``STABILITY_SLACK``); ``stacklevel``
+        as seen from the caller."""
         modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
         if modulus > 1.0 + STABILITY_SLACK:
             warnings.warn(
-                f"{type(self).__name__}-{self.discretization}: transition eigenvalues reach modulus "
-                f"{modulus:.6g} > 1, so states grow without bound over long sequences",
+                f"{type(self).__name__}-{self.discretization}: the {what} has eigenvalues of modulus up to "
+                f"{modulus:.6g} > 1; {consequence}",
                 UnstableDiscretizationWarning,
-                stacklevel=3,
+                stacklevel=stacklevel + 1,
             )
 
     def _forward(self, u: Float[Array, "*batch seq hidden"]) -> Float[Array, "*batch seq hidden"]:
@@ -246,14 +251,7 @@ class DLinOSS(AbstractOscillatory):
         self.G_diag = SSMParam(jnp.asarray(G, pd))
         self.dt = SSMParam(jnp.asarray(dt_raw, pd))
         self._init_maps(rngs.params(), rngs.params(), rngs.params())
-        modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
-        if modulus > 1.0 + STABILITY_SLACK:
-            warnings.warn(
-                f"DLinOSS-{discretization}: the initial transition has eigenvalues of modulus up to "
-                f"{modulus:.6g} > 1 (EX is not unconditionally stable); outputs grow with length",
-                UnstableDiscretizationWarning,
-                stacklevel=2,
-            )
+        self._warn_if_unstable("initial transition", "outputs grow with length (EX is not unconditionally stable)", stacklevel=2)
 
     def _raw_damping(self) -> Array:
         return self.G_diag[...]
