@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Complex, Float
 
-from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, complex_dtype, scan_dtype
-from dlbench.layers.kernels.scan import DIAGONAL, linear_scan
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, scan_dtype
+from dlbench.layers.kernels.diagonal import diagonal_ssm
 from dlbench.registry import register_model
 
 
@@ -103,18 +103,9 @@ class LRU(AbstractSequenceLayer):
         gamma = jnp.exp(self.gamma_log[...].astype(real))[:, None]
         b_re = gamma * self.B_re[...].astype(real)
         b_im = gamma * self.B_im[...].astype(real)
-        # gamma (B u_k) with real u: two real matmuls instead of a complex one.
-        bu = jax.lax.complex(u @ b_re.T, u @ b_im.T).astype(complex_dtype(self.dtype))
-        x = linear_scan(
-            self.eigenvalues(),
-            bu,
-            semigroup=DIAGONAL,
-            invariant=True,
-            backend=self.resolve_scan(u.shape[0]),
-            chunk_size=self.chunk_size,
-        )  # (L, N)
-        # Re(C x) = C_re x_re - C_im x_im, without forming the complex product.
-        y = x.real @ self.C_re[...].astype(real).T - x.imag @ self.C_im[...].astype(real).T
+        c_re, c_im = self.C_re[...].astype(real), self.C_im[...].astype(real)
+        backend = self.resolve_scan(u.shape[0])
+        y = diagonal_ssm(self.eigenvalues(), b_re, b_im, c_re, c_im, u, backend=backend, chunk_size=self.chunk_size)
         return (y + self.D[...].astype(real) * u).astype(self.dtype)
 
     def min_bytes_per_token(self, dtype_bytes: int) -> int:
