@@ -222,32 +222,15 @@ def profile_scan_command(
 
     multi = distributed.initialize(_cluster(coordinator, num_processes, process_id))
 
-    sweep = ScanSweep(
+    parsed = dict(
         models=parse_model_list(models),
         backends=ALL_BACKENDS if backends.strip() == "all" else _split(backends, "--backends"),
         lengths=_ints("--lengths", lengths) if lengths is not None else DEFAULT_LENGTHS,
-        batch=batch,
-        hidden=hidden,
-        state=state,
         modes=expand_modes(_split(mode, "--mode")),
-        target=target,
-        dtype=dtype,
-        repeats=repeats,
-        min_time=min_time,
-        warmup=warmup,
-        rounds=rounds,
         max_rounds=max(max_rounds, rounds),  # --rounds 12 alone raises the cap with it
-        ci_target=ci_target,
-        budget=budget,
-        timeout=timeout,
         isolate=isolate and not multi,  # the processes of one job time each cell together, in-process
-        memory_limit_gb=memory_limit_gb,
-        seed=seed,
-        verify=verify,
-        bandwidth=bandwidth,
-        devices=devices,
-        seq_shard=seq_shard,
     )
+    sweep = ScanSweep(**{**_as_given(ctx, ScanSweep), **parsed})
     if _given(ctx, "out") and not out.strip():
         raise DlbenchError("--out is empty: give a directory")
     if resume and not out:
@@ -271,6 +254,17 @@ _SWEEP_OPTIONS = {
     "mode": "modes", "target": "target", "dtype": "dtype", "repeats": "repeats", "min_time": "min_time", "timeout": "timeout",
     "memory_limit_gb": "memory_limit_gb", "isolate": "isolate", "devices": "devices", "seq_shard": "seq_shard",
 }
+
+
+def _as_given(ctx: typer.Context, settings_class) -> dict:
+    """The command's options named after a field of the ``settings_class`` dataclass, as given.
+
+    An option declared from a field (``_sweep_option``) goes into it unchanged; the command parses
+    the others itself and passes them beside these.
+    """
+    import dataclasses
+
+    return {f.name: ctx.params[f.name] for f in dataclasses.fields(settings_class) if f.name in ctx.params}
 
 
 def _given(ctx: typer.Context, option: str) -> bool:

@@ -446,11 +446,10 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
         raise ConfigError(f"{path}: plugins must be a list of module names or .py paths, got {plugins!r}")
     # A plugin file is named relative to the suite that lists it, wherever dlbench is started from.
     plugins = tuple(str(Path(path).parent / p) if p.endswith(".py") and not Path(p).is_absolute() else p for p in plugins)
+    # The fields every suite has, training or profile.
+    header = dict(name=name, kind=kind, description=raw.get("description", ""), plugins=plugins, path=path)
     if kind == "profile":
-        return SuiteConfig(
-            name=name, kind=kind, description=raw.get("description", ""), plugins=plugins, sweep=raw.get("sweep", {}),
-            path=path,
-        )
+        return SuiteConfig(**header, sweep=raw.get("sweep", {}))
     model = build(ModelConfig, _check_keys(path, raw.get("model", {}), MODEL_KEYS, "model"), f"{path}: [model]")
     train = build(TrainConfig, _check_keys(path, raw.get("train", {}), TRAIN_KEYS, "train"), f"{path}: [train]")
     if not isinstance(raw.get("models", {}), Mapping):
@@ -475,10 +474,7 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
         if key not in OVERRIDE_KEYS:
             _unknown("--set", key, OVERRIDE_KEYS)
     suite = SuiteConfig(
-        name=name,
-        kind=kind,
-        description=raw.get("description", ""),
-        plugins=plugins,
+        **header,
         include=raw.get("include", ("all",)),
         seeds=raw.get("seeds", (0,)),
         model=model,
@@ -486,7 +482,6 @@ def suite_from_mapping(raw: Mapping[str, Any], *, path: str = "<suite>", forced:
         models=models,
         tasks=tasks,
         forced=forced,
-        path=path,
     )
     # Resolve every (task, model) pair once so a bad per-model value fails now, not mid-suite.
     for t in suite.tasks:

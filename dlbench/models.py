@@ -36,7 +36,7 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float
 
 import dlbench.layers  # noqa: F401  (registers the built-in models)
-from dlbench.config import NORMS, ModelConfig
+from dlbench.config import ModelConfig
 from dlbench.errors import check_choice
 from dlbench.layers.base import AbstractSequenceLayer
 from dlbench.layers.kernels.init import fan_in_uniform
@@ -44,7 +44,6 @@ from dlbench.registry import get_model
 
 NORM_MOMENTUM = 0.99  # equinox's and flax's default, used by both authors' code
 NORM_EPS = 1e-5
-HEADS = ("classification", "regression")
 OUTPUT_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "identity": lambda x: x}
 
 
@@ -168,58 +167,39 @@ class SequenceModel(nnx.Module):
 
     Args:
       make_layer: builds one block's sequence layer from ``rngs``.
-      num_inputs: input channels per step.
-      hidden_dim: H.
-      num_blocks: residual blocks.
-      num_outputs: classes (classification) or target channels (regression).
-      head: "classification" (mean over valid steps, then linear) or "regression" (per step).
-      norm: "batch" (flax BatchNorm), "layer", "batch-ema" (the LinOSS authors' BatchNorm) or
-        "batch-debiased" (the D-LinOSS authors'); see the module docstring.
-      dropout: dropout rate inside the blocks.
-      output_step: regression targets are read at steps s-1, 2s-1, ... (PPG-DaLiA: s = 128).
-      output_activation: "tanh" (the papers' regression head, for targets in [-1, 1]) or "identity".
-      output_last: regression: when > 0, read the last ``output_last`` steps instead (forecasting: the
-        model reads L_in observed steps followed by L_out placeholder steps and predicts at the last L_out).
+      config: the backbone (:class:`ModelConfig`, validated there): its sizes, ``head``, ``norm``,
+        ``dropout`` and the output fields; ``scan`` and ``layer_options`` are ``make_layer``'s.
+        The norms: "batch" (flax BatchNorm), "layer", "batch-ema" (the LinOSS authors' BatchNorm) or
+        "batch-debiased" (the D-LinOSS authors'), see the module docstring. The regression head reads
+        the steps s-1, 2s-1, ... for ``output_step`` s (PPG-DaLiA: s = 128), or with ``output_last`` > 0
+        the last that many steps (forecasting: the model reads L_in observed steps followed by L_out
+        placeholder steps and predicts at the last L_out).
+      rngs, dtype, param_dtype: initialisation, computation and parameter dtypes.
     """
 
     def __init__(
         self,
         make_layer: Callable[[nnx.Rngs], AbstractSequenceLayer],
+        config: ModelConfig,
         *,
-        num_inputs: int,
-        hidden_dim: int,
-        num_blocks: int,
-        num_outputs: int,
         rngs: nnx.Rngs,
-        head: str = "classification",
-        norm: str = "batch",
-        dropout: float = 0.05,
-        output_step: int = 1,
-        output_activation: str = "tanh",
-        output_last: int = 0,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     ):
-        check_choice("head", head, HEADS)
-        check_choice("norm", norm, NORMS)
-        check_choice("output activation", output_activation, OUTPUT_ACTIVATIONS)
-        if output_step < 1:
-            raise ValueError(f"output_step must be >= 1, got {output_step}")
-        self.head = head
-        self.output_step = output_step
-        self.output_activation = output_activation
-        if output_last < 0:
-            raise ValueError(f"output_last must be >= 0, got {output_last}")
-        self.output_last = output_last
+        self.head = config.head
+        self.output_step = config.output_step
+        self.output_activation = config.output_activation
+        self.output_last = config.output_last
         self.dtype = dtype
-        self.encoder = linear(num_inputs, hidden_dim, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        common = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.encoder = linear(config.num_inputs, config.hidden_dim, **common)
         self.blocks = nnx.List(
             [
-                Block(make_layer(rngs), norm=norm, dropout=dropout, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-                for _ in range(num_blocks)
+                Block(make_layer(rngs), norm=config.norm, dropout=config.dropout, **common)
+                for _ in range(config.num_blocks)
             ]
         )
-        self.decoder = linear(hidden_dim, num_outputs, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.decoder = linear(config.hidden_dim, config.num_outputs, **common)
 
     def __call__(
         self, u: Float[Array, "batch seq inputs"], mask: Bool[Array, "batch seq"] | None = None
@@ -263,20 +243,7 @@ def build_model(name: str, config: ModelConfig | None = None, *, seed: int = 0, 
         )
 
     return SequenceModel(
-        make_layer,
-        num_inputs=config.num_inputs,
-        hidden_dim=config.hidden_dim,
-        num_blocks=config.num_blocks,
-        num_outputs=config.num_outputs,
-        head=config.head,
-        norm=config.norm,
-        dropout=config.dropout,
-        output_step=config.output_step,
-        output_activation=config.output_activation,
-        output_last=config.output_last,
-        rngs=nnx.Rngs(params=seed, dropout=seed + 1),
-        dtype=dtype,
-        param_dtype=param_dtype,
+        make_layer, config, rngs=nnx.Rngs(params=seed, dropout=seed + 1), dtype=dtype, param_dtype=param_dtype
     )
 
 

@@ -40,9 +40,8 @@ class ModelSpec:
 
     def check_options(self, options: Mapping[str, Any], scan: str) -> None:
         """Refuse a layer option or scan backend this model's layer does not take (before any run)."""
-        params = inspect.signature(self.layer.__init__).parameters
         shared = ("rngs", "dtype", "param_dtype", "scan")
-        valid = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in shared]
+        valid = [n for n in _keyword_options(self.layer) if n not in shared]
         for key in options:
             check_choice(f"layer option for {self.name}", key, valid)
         check_choice(f"scan backend for {self.name}", scan, self.layer.scans)
@@ -50,6 +49,23 @@ class ModelSpec:
     def make_layer(self, hidden_dim: int, state_dim: int, **overrides: Any):
         """Construct this model's sequence layer; ``overrides`` win over the registered options."""
         return self.layer(hidden_dim, state_dim, **{**self.options, **overrides})
+
+
+def _keyword_options(layer: type) -> list[str]:
+    """The keyword-only parameters of ``layer``'s constructor, those of the base classes' first.
+
+    A constructor that takes ``**common`` hands them to ``super().__init__``, so the keyword-only
+    parameters of the next constructor up the MRO count too, up to the first without ``**``.
+    """
+    chain = []
+    for cls in layer.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+        chain.append([p.name for p in params if p.kind is p.KEYWORD_ONLY])
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(name for names in reversed(chain) for name in names))
 
 
 def _where(cls: type) -> str:

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 FD_EPS = 1e-6  # in float64: round-off ~1e-16 |loss| / eps, truncation ~eps^4
 
@@ -43,6 +45,21 @@ def directional_derivatives(
         fd = (8 * (f[1] - f[-1]) - (f[2] - f[-2])) / (12 * eps)
         ad = sum(np.sum(np.asarray(g) * d) for g, d in zip(jax.tree.leaves(gradient), jax.tree.leaves(v), strict=True))
         yield float(ad), float(fd)
+
+
+def output_and_gradients(layer: nnx.Module, u: np.ndarray, W: np.ndarray) -> tuple[jax.Array, Any, jax.Array]:
+    """A layer's output y on ``u`` and the gradients of the loss sum(y * W) w.r.t. its state and ``u``.
+
+    One jitted ``value_and_grad``; the state gradient has the layer's structure (``g_state.B[...]``).
+    """
+    graph, state = nnx.split(layer)
+
+    def loss(state, u):
+        y = nnx.merge(graph, state)(u)
+        return jnp.sum(y * W), y
+
+    (_, y), (g_state, g_u) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(state, jnp.asarray(u))
+    return y, g_state, g_u
 
 
 def _scaled(tree: Any, factor: float) -> Any:

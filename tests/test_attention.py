@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from gradcheck import directional_derivatives
+from gradcheck import directional_derivatives, output_and_gradients
 
 from dlbench.errors import UnknownChoiceError
 from dlbench.layers import Attention
@@ -52,13 +52,7 @@ def test_matches_reference_values_and_gradients(backend, length):
         W = rng.standard_normal((BATCH, length, H))
         prm = params(layer)
         ref = np_attention(u, prm["qkv"], prm["out"], prm["D"], 3, HEAD)
-        graph, state = nnx.split(layer)
-
-        def loss(state, u):
-            y = nnx.merge(graph, state)(u)
-            return jnp.sum(y * W), y
-
-        (_, y), (g_state, g_u) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(state, jnp.asarray(u))
+        y, g_state, g_u = output_and_gradients(layer, u, W)
         assert y.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(y), ref, rtol=SOFTMAX_F32_RTOL, atol=SOFTMAX_F32_RTOL * np.abs(ref).max())
         grads = {"qkv": g_state.qkv.kernel[...], "out": g_state.out.kernel[...], "D": g_state.D[...]}

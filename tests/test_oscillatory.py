@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from gradcheck import directional_derivatives
+from gradcheck import directional_derivatives, output_and_gradients
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,21 +163,16 @@ def case_data(variant: str, length: int):
 def test_matches_reference_values_and_gradients(x64, variant, scan, length):
     prm, u, W, y_ref = case_data(variant, length)
     layer = make(variant, scan)
-    graph, state = nnx.split(layer)
 
     # Gradients of the associative scan at long lengths cost most of the compile time, so long-length
     # gradients run on every backend for the FULL_LENGTH_VARIANTS (one per class: a backend sees only
     # (M, f, B, C)), and on the formulations whose backward passes differ most for the others.
     if length > 17 and scan not in GRAD_LONG_SCANS and variant not in FULL_LENGTH_VARIANTS:
-        y = jax.jit(lambda s, u: nnx.merge(graph, s)(u))(state, jnp.asarray(u))
+        y = jitted(layer)(jnp.asarray(u))
         np.testing.assert_allclose(np.asarray(y), y_ref, rtol=F64_RTOL, atol=F64_RTOL * np.abs(y_ref).max())
         return
 
-    def loss(state, u):
-        y = nnx.merge(graph, state)(u)
-        return jnp.sum(y * W), y
-
-    (value, y), (g_state, g_u) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(state, jnp.asarray(u))
+    y, g_state, g_u = output_and_gradients(layer, u, W)
     assert y.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(y), y_ref, rtol=F64_RTOL, atol=F64_RTOL * np.abs(y_ref).max())
 

@@ -214,3 +214,31 @@ def test_entry_point_of_an_installed_dist_info(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import sys; from dlbench.cli import main; sys.exit(main(sys.argv[1:]))",
                            "models", "--hidden", "8", "--state", "4"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "ema" in proc.stdout, proc.stderr
+
+
+def test_layer_options_reach_the_base_through_common_keywords():
+    """A plugin that spells the shared keywords out and a built-in that passes them on as ``**common`` are
+    checked alike: a layer option is valid exactly where a constructor in the chain takes it."""
+    from types import MappingProxyType
+
+    import jax.numpy as jnp
+
+    import dlbench
+    import dlbench.layers  # noqa: F401
+    from dlbench.errors import UnknownChoiceError
+
+    class Explicit(dlbench.AbstractSequenceLayer):
+        def __init__(self, hidden_dim, state_dim, *, rngs, dtype=jnp.float32, param_dtype=jnp.float32, scan="auto", width=1):
+            super().__init__(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan)
+
+        def _forward(self, u):
+            return u
+
+    explicit = registry.ModelSpec("explicit", Explicit, MappingProxyType({}), "")
+    explicit.check_options({"width": 2}, "auto")
+    with pytest.raises(UnknownChoiceError, match=r"layer option for explicit 'chunk_size'; valid choices: width$"):
+        explicit.check_options({"chunk_size": 8}, "auto")
+    mamba = registry.get_model("mamba")
+    mamba.check_options({"chunk_size": 8, "dt_rank": 3, "d_conv": 2}, "sequential")
+    with pytest.raises(UnknownChoiceError, match=r"valid choices: chunk_size, dt_rank, dt_min, dt_max, dt_floor, d_conv, expand$"):
+        mamba.check_options({"rngs": 0}, "auto")

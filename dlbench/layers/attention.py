@@ -9,13 +9,15 @@ so float64 attention matches a float64 reference to about 1e-7 relative, not to 
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
 from dlbench.errors import DlbenchError
-from dlbench.layers.base import AbstractSequenceLayer
+from dlbench.layers.base import AbstractSequenceLayer, LayerOptions
 from dlbench.registry import register_model
 
 
@@ -29,29 +31,20 @@ class Attention(AbstractSequenceLayer):
     """
 
     scans = ("auto", "xla", "cudnn")
+    default_chunk_size = 0  # no chunked computation: the value is unused
 
-    def __init__(
-        self,
-        hidden_dim: int,
-        state_dim: int,
-        *,
-        rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = 0,
-    ):
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
-        if scan == "cudnn" and jax.default_backend() != "gpu":
+    def __init__(self, hidden_dim: int, state_dim: int, *, rngs: nnx.Rngs, **common: Unpack[LayerOptions]):
+        super().__init__(hidden_dim, state_dim, **common)
+        if self.scan == "cudnn" and jax.default_backend() != "gpu":
             # Not this layer's failure: the platform lacks the kernel (a sweep records n/a, not error).
             raise DlbenchError(f"attention scan 'cudnn' needs an NVIDIA GPU; this platform is {jax.default_backend()}")
         self.head_dim = min(state_dim, hidden_dim)
         self.num_heads = max(1, hidden_dim // self.head_dim)
         width = self.num_heads * self.head_dim
-        linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        linear = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
         self.qkv = nnx.Linear(hidden_dim, 3 * width, **linear)
         self.out = nnx.Linear(width, hidden_dim, **linear)
-        self.D = nnx.Param(jax.random.normal(rngs.params(), (hidden_dim,), param_dtype))
+        self.D = nnx.Param(jax.random.normal(rngs.params(), (hidden_dim,), self.param_dtype))
 
     def resolve_scan(self, seq_len: int) -> str:
         return self.scan

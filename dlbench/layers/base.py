@@ -12,11 +12,12 @@ partition, so no loop ever matches parameter names.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from dlbench.errors import check_choice
@@ -27,7 +28,7 @@ from dlbench.layers.kernels.scan import BACKENDS, DEFAULT_CHUNK_SIZE
 # recurrence goes through the shared scan primitives offers.
 SCAN_CHOICES = BACKENDS + ("auto",)
 
-__all__ = ["SCAN_CHOICES", "AbstractSequenceLayer", "SSMParam", "auto_backend", "complex_dtype", "scan_dtype"]
+__all__ = ["SCAN_CHOICES", "AbstractSequenceLayer", "LayerOptions", "SSMParam", "auto_backend", "complex_dtype", "scan_dtype"]
 
 
 class SSMParam(nnx.Param):
@@ -44,6 +45,19 @@ def auto_backend(platform: str, seq_len: int) -> str:
     return "associative" if seq_len <= 1 << 17 else "chunked"
 
 
+class LayerOptions(TypedDict, total=False):
+    """The keyword arguments every layer's constructor hands on to :class:`AbstractSequenceLayer`.
+
+    A layer whose signature lists only its own options takes these as ``**common: Unpack[LayerOptions]``
+    and passes them on with ``super().__init__(hidden_dim, state_dim, **common)``.
+    """
+
+    dtype: DTypeLike
+    param_dtype: DTypeLike
+    scan: str
+    chunk_size: int
+
+
 class AbstractSequenceLayer(nnx.Module, abc.ABC):
     """(seq, hidden) -> (seq, hidden), optionally batched; includes the layer's own D*u skip.
 
@@ -51,7 +65,11 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
 
     - construct as ``Layer(hidden_dim, state_dim, *, rngs, dtype=jnp.float32, param_dtype=jnp.float32,
       scan="auto", **own_options)`` and call ``super().__init__(hidden_dim, state_dim, dtype=dtype,
-      param_dtype=param_dtype, scan=scan)`` first;
+      param_dtype=param_dtype, scan=scan)`` first. The shared keywords may instead travel as
+      ``**common: Unpack[LayerOptions]``, passed on by ``super().__init__(hidden_dim, state_dim, **common)``
+      (the built-in layers do, and read ``self.dtype`` and ``self.param_dtype`` after it). A suite's
+      ``layer_options`` may set any keyword option but ``rngs``, ``dtype``, ``param_dtype`` and ``scan``,
+      the base's included when they travel as ``**common`` (``chunk_size``);
     - implement ``_forward(u)`` on one (seq, hidden) sequence; it must be causal (output t depends on
       inputs 0..t only), deterministic, jit-able, and honour float64 under ``jax_enable_x64``.
 
@@ -62,6 +80,7 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
       :data:`SCAN_CHOICES` and passes ``self.resolve_scan(seq_len)`` on. ``dlbench check`` compares
       every declared backend with "sequential" when that is declared.
     - ``preferred``: platform -> backend tried by "auto" before the generic rule.
+    - ``default_chunk_size``: the ``chunk_size`` when none is given, default ``DEFAULT_CHUNK_SIZE``.
     - ``_forward_batched(u)``: (batch, seq, hidden); default ``jax.vmap(self._forward)``.
     - ``min_bytes_per_token(dtype_bytes)``: default 2 H dtype_bytes (read the input, write the output).
 
@@ -72,20 +91,24 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
       dtype: computation dtype of inputs and outputs.
       param_dtype: storage dtype of the parameters.
       scan: one of ``scans`` (the generic backends plus any the layer adds) or "auto".
-      chunk_size: steps per chunk for the chunked backend.
+      chunk_size: steps per chunk for the chunked backend (default ``default_chunk_size``).
     """
 
     scans: ClassVar[tuple[str, ...]] = ("auto",)
     # Backends listed here are tried by "auto" before the generic rule (fastest exact first).
     preferred: ClassVar[dict[str, str]] = {}
+    default_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
 
     def __init__(
-        self, hidden_dim: int, state_dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32, scan: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ):  # fmt: skip
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
-
-    def _init_common(self, hidden_dim: int, state_dim: int, *, dtype, param_dtype, scan: str, chunk_size: int):
+        self,
+        hidden_dim: int,
+        state_dim: int,
+        *,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        scan: str = "auto",
+        chunk_size: int | None = None,
+    ):
         check_choice(f"scan backend for {type(self).__name__}", scan, self.scans)
         if hidden_dim < 1 or state_dim < 1:
             raise ValueError(f"hidden_dim and state_dim must be positive, got {hidden_dim} and {state_dim}")
@@ -94,7 +117,7 @@ class AbstractSequenceLayer(nnx.Module, abc.ABC):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.scan = scan
-        self.chunk_size = chunk_size
+        self.chunk_size = self.default_chunk_size if chunk_size is None else chunk_size
 
     def resolve_scan(self, seq_len: int) -> str:
         """The concrete backend this call uses (resolves "auto" for the default device).

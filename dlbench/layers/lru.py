@@ -19,14 +19,15 @@ section 3 and appendix A (the reference JAX implementation).
 from __future__ import annotations
 
 import math
+from typing import Unpack
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Complex, Float
 
-from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
-from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, scan_dtype
+from dlbench.layers.kernels.diagonal import diagonal_ssm
 from dlbench.registry import register_model
 
 
@@ -34,14 +35,8 @@ from dlbench.registry import register_model
 class LRU(AbstractSequenceLayer):
     """The LRU layer: (seq, hidden) -> (seq, hidden), including the D * u skip.
 
-    Args:
-      hidden_dim: H.
-      state_dim: N, the number of complex states.
-      rngs: ``nnx.Rngs`` (uses the ``params`` stream).
-      dtype: computation dtype of inputs and outputs (the recurrence runs in at least float32).
-      param_dtype: storage dtype of the parameters.
-      scan: "associative" | "sequential" | "chunked" | "auto".
-      chunk_size: steps per chunk for the chunked backend.
+    Args (beyond :class:`AbstractSequenceLayer`; ``state_dim`` is N, the number of complex states, and
+    the recurrence runs in at least float32 whatever ``dtype``):
       r_min, r_max: initial |Lambda| is uniform in area on the ring r_min <= |Lambda| <= r_max.
       max_phase: initial theta is uniform on [0, max_phase].
 
@@ -59,21 +54,18 @@ class LRU(AbstractSequenceLayer):
         state_dim: int,
         *,
         rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
         r_min: float = 0.0,
         r_max: float = 1.0,
         max_phase: float = 6.28,
+        **common: Unpack[LayerOptions],
     ):
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        super().__init__(hidden_dim, state_dim, **common)
         if not 0.0 <= r_min <= r_max <= 1.0:
             raise ValueError(f"LRU needs 0 <= r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
         if not max_phase > 0.0:
             raise ValueError(f"LRU needs max_phase > 0, got {max_phase}")
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
-        n, h = state_dim, hidden_dim
+        n, h, param_dtype = state_dim, hidden_dim, self.param_dtype
         # Draw in at least float32 and store in param_dtype.
         real = scan_dtype(param_dtype)
         k_nu, k_theta, k_bre, k_bim, k_cre, k_cim, k_d = (rngs.params() for _ in range(7))
@@ -111,18 +103,9 @@ class LRU(AbstractSequenceLayer):
         gamma = jnp.exp(self.gamma_log[...].astype(real))[:, None]
         b_re = gamma * self.B_re[...].astype(real)
         b_im = gamma * self.B_im[...].astype(real)
-        # gamma (B u_k) with real u: two real matmuls instead of a complex one.
-        bu = jax.lax.complex(u @ b_re.T, u @ b_im.T).astype(complex_dtype(self.dtype))
-        x = linear_scan(
-            self.eigenvalues(),
-            bu,
-            semigroup=DIAGONAL,
-            invariant=True,
-            backend=self.resolve_scan(u.shape[0]),
-            chunk_size=self.chunk_size,
-        )  # (L, N)
-        # Re(C x) = C_re x_re - C_im x_im, without forming the complex product.
-        y = x.real @ self.C_re[...].astype(real).T - x.imag @ self.C_im[...].astype(real).T
+        c_re, c_im = self.C_re[...].astype(real), self.C_im[...].astype(real)
+        backend = self.resolve_scan(u.shape[0])
+        y = diagonal_ssm(self.eigenvalues(), b_re, b_im, c_re, c_im, u, backend=backend, chunk_size=self.chunk_size)
         return (y + self.D[...].astype(real) * u).astype(self.dtype)
 
     def min_bytes_per_token(self, dtype_bytes: int) -> int:

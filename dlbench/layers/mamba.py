@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Unpack
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, scan_dtype
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, scan_dtype
 from dlbench.layers.kernels.init import symmetric_uniform
-from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, sequence_halo
+from dlbench.layers.kernels.scan import sequence_halo
 from dlbench.layers.kernels.selective import selective_scan
 from dlbench.registry import register_model
 
@@ -78,73 +79,30 @@ def _linear(fan_in: int, fan_out: int, *, dtype, param_dtype, rngs: nnx.Rngs, bo
     )
 
 
-def _init_ssm(
-    module: nnx.Module,
-    channels: int,
-    state: int,
-    dt_rank: int,
-    *,
-    rngs: nnx.Rngs,
-    dtype,
-    param_dtype,
-    dt_min: float,
-    dt_max: float,
-    dt_floor: float,
-) -> None:
-    """Create x_proj, dt_proj, dt_bias, A_log and D on ``module`` (Mamba reference init).
-
-    x_proj: Linear(D -> R + 2N), no bias, PyTorch default U(+-1/sqrt(D)).
-    dt_proj: Linear(R -> D), weight only, U(+-R^-0.5) (dt_init="random", dt_scale=1); its bias lives in
-    ``dt_bias`` and is added inside the scan, before the softplus.
-    """
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min} and {dt_max}")
-    module.dt_rank = dt_rank
-    module.x_proj = _linear(channels, dt_rank + 2 * state, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    module.dt_proj = _linear(
-        dt_rank, channels, dtype=dtype, param_dtype=param_dtype, rngs=rngs, bound=dt_rank**-0.5
-    )
-    module.dt_bias = SSMParam(
-        _dt_bias_init(rngs.params(), channels, dt_min, dt_max, dt_floor, jnp.dtype(param_dtype))
-    )
-    module.A_log = SSMParam(_A_log_init(channels, state, jnp.dtype(param_dtype)))
-    module.D = nnx.Param(jnp.ones((channels,), param_dtype))
+# ----------------------------------------------------------------------------------------------
+# The layers
 
 
-def _ssm_apply(module, x: jax.Array, z: jax.Array | None, backend: str, chunk_size: int) -> jax.Array:
-    """selective_scan(x, dt_proj(dt), -exp(A_log), B, C, D, z, dt_bias, softplus) on one (L, D) sequence."""
-    state = module.A_log.shape[-1]
-    dt, B, C = jnp.split(module.x_proj(x), [module.dt_rank, module.dt_rank + state], axis=-1)
-    delta_raw = module.dt_proj(dt)
-    A = -jnp.exp(module.A_log[...].astype(scan_dtype(module.A_log.dtype)))
-    y = selective_scan(
-        x[None],
-        delta_raw[None],
-        A,
-        B[None],
-        C[None],
-        module.D[...],
-        None if z is None else z[None],
-        module.dt_bias[...],
-        delta_softplus=True,
-        scan=backend,
-        chunk_size=chunk_size,
-    )
-    return y[0]
+class SelectiveOptions(LayerOptions, total=False):
+    """The keyword arguments of :class:`AbstractSelective`'s constructor, the shared ones included."""
+
+    dt_rank: int | str
+    dt_min: float
+    dt_max: float
+    dt_floor: float
 
 
-@register_model("s6", description="S6: Mamba's selective scan on the block input (no projections, conv or gate)")
-class S6(AbstractSequenceLayer):
-    """S6: the selective scan applied directly to the block input, D = H channels, N = state_dim.
+class AbstractSelective(AbstractSequenceLayer):
+    """What S6 and the Mamba mixer share: the selective SSM's parameters, their init and its scan.
 
-    [dt, B, C] = x_proj(u) (no bias); delta = softplus(dt_proj(dt) + dt_bias); A = -exp(A_log);
-    out = selective_scan(u, ...) + D * u. No in/out projection, convolution or gate (docs/models.md section 5).
+    A subclass calls :meth:`_init_ssm` once its D channels are known (the order of initialisation
+    follows the reference, so the random draws do too) and :meth:`_ssm` on one (L, D) sequence.
 
-    Parameters: ``A_log`` (H, N) and ``dt_bias`` (H,) are :class:`SSMParam` (they set the dynamics:
-    the decay rates and step sizes, which the papers train with their own learning rate); ``D`` (H,)
-    is a plain ``nnx.Param`` (a skip, not dynamics); ``x_proj.kernel`` (H, R + 2N) and
-    ``dt_proj.kernel`` (R, H) are ``nnx.Linear`` weights. R = dt_rank = ceil(H / 16) by default.
-    Initialisation follows the Mamba reference (see ``_init_ssm``).
+    Args (beyond :class:`AbstractSequenceLayer`):
+      dt_rank: R, the rank of delta's projection, or "auto": ceil(H / 16), of the block width H in the
+        mixer too (as in the reference).
+      dt_min, dt_max: the initial step sizes softplus(dt_bias) are log-uniform on [dt_min, dt_max] ...
+      dt_floor: ... and at least dt_floor.
     """
 
     scans = SCAN_CHOICES
@@ -155,33 +113,75 @@ class S6(AbstractSequenceLayer):
         hidden_dim: int,
         state_dim: int,
         *,
-        rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
         dt_rank: int | str = "auto",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
+        **common: Unpack[LayerOptions],
     ):
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
-        _init_ssm(
-            self,
-            hidden_dim,
-            state_dim,
-            _resolve_dt_rank(dt_rank, hidden_dim),
-            rngs=rngs,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            dt_floor=dt_floor,
+        super().__init__(hidden_dim, state_dim, **common)
+        self.dt_rank = _resolve_dt_rank(dt_rank, hidden_dim)
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min} and {dt_max}")
+        self.dt_min, self.dt_max, self.dt_floor = dt_min, dt_max, dt_floor
+
+    def _init_ssm(self, channels: int, rngs: nnx.Rngs) -> None:
+        """Create x_proj, dt_proj, dt_bias, A_log and D for ``channels`` = D (Mamba reference init).
+
+        x_proj: Linear(D -> R + 2N), no bias, PyTorch default U(+-1/sqrt(D)).
+        dt_proj: Linear(R -> D), weight only, U(+-R^-0.5) (dt_init="random", dt_scale=1); its bias lives
+        in ``dt_bias`` and is added inside the scan, before the softplus.
+        """
+        linear = dict(dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
+        self.x_proj = _linear(channels, self.dt_rank + 2 * self.state_dim, **linear)
+        self.dt_proj = _linear(self.dt_rank, channels, **linear, bound=self.dt_rank**-0.5)
+        stored = jnp.dtype(self.param_dtype)
+        self.dt_bias = SSMParam(_dt_bias_init(rngs.params(), channels, self.dt_min, self.dt_max, self.dt_floor, stored))
+        self.A_log = SSMParam(_A_log_init(channels, self.state_dim, stored))
+        self.D = nnx.Param(jnp.ones((channels,), self.param_dtype))
+
+    def _ssm(self, x: Float[Array, "seq inner"], z: Float[Array, "seq inner"] | None) -> Float[Array, "seq inner"]:
+        """selective_scan(x, dt_proj(dt), -exp(A_log), B, C, D, z, dt_bias, softplus) on one (L, D) sequence."""
+        dt, B, C = jnp.split(self.x_proj(x), [self.dt_rank, self.dt_rank + self.state_dim], axis=-1)
+        delta_raw = self.dt_proj(dt)
+        A = -jnp.exp(self.A_log[...].astype(scan_dtype(self.A_log.dtype)))
+        y = selective_scan(
+            x[None],
+            delta_raw[None],
+            A,
+            B[None],
+            C[None],
+            self.D[...],
+            None if z is None else z[None],
+            self.dt_bias[...],
+            delta_softplus=True,
+            scan=self.resolve_scan(x.shape[0]),
+            chunk_size=self.chunk_size,
         )
+        return y[0]
+
+
+@register_model("s6", description="S6: Mamba's selective scan on the block input (no projections, conv or gate)")
+class S6(AbstractSelective):
+    """S6: the selective scan applied directly to the block input, D = H channels, N = state_dim.
+
+    [dt, B, C] = x_proj(u) (no bias); delta = softplus(dt_proj(dt) + dt_bias); A = -exp(A_log);
+    out = selective_scan(u, ...) + D * u. No in/out projection, convolution or gate (docs/models.md section 5).
+
+    Parameters: ``A_log`` (H, N) and ``dt_bias`` (H,) are :class:`SSMParam` (they set the dynamics:
+    the decay rates and step sizes, which the papers train with their own learning rate); ``D`` (H,)
+    is a plain ``nnx.Param`` (a skip, not dynamics); ``x_proj.kernel`` (H, R + 2N) and
+    ``dt_proj.kernel`` (R, H) are ``nnx.Linear`` weights. R = dt_rank = ceil(H / 16) by default.
+    Initialisation follows the Mamba reference (see :meth:`AbstractSelective._init_ssm`).
+    """
+
+    def __init__(self, hidden_dim: int, state_dim: int, *, rngs: nnx.Rngs, **options: Unpack[SelectiveOptions]):
+        super().__init__(hidden_dim, state_dim, **options)
+        self._init_ssm(hidden_dim, rngs)
 
     def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
         x = u.astype(self.dtype)
-        return _ssm_apply(self, x, None, self.resolve_scan(u.shape[0]), self.chunk_size).astype(self.dtype)
+        return self._ssm(x, None).astype(self.dtype)
 
     def min_bytes_per_token(self, dtype_bytes: int) -> int:
         """(3H + 2N) values: read u and write out (2H), plus the scan's per-token operands that the
@@ -192,7 +192,7 @@ class S6(AbstractSequenceLayer):
 
 
 @register_model("mamba", description="Mamba mixer: in_proj, causal conv, selective scan, gate, out_proj")
-class Mamba(AbstractSequenceLayer):
+class Mamba(AbstractSelective):
     """The Mamba mixer (Gu & Dao 2023, Figure 3; ``mamba_simple.Mamba`` without the fused fast path).
 
     [x, z] = in_proj(u) (d_inner = expand * H, no bias); x = silu(causal depthwise conv1d(x), width
@@ -210,49 +210,28 @@ class Mamba(AbstractSequenceLayer):
     by 1/sqrt(n_layer) belongs to its LM wrapper and is not applied. dt_proj, dt_bias, A_log, D as in S6.
     """
 
-    scans = SCAN_CHOICES
-    preferred = _PREFERRED
-
     def __init__(
         self,
         hidden_dim: int,
         state_dim: int,
         *,
         rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
         d_conv: int = 4,
         expand: int = 2,
-        dt_rank: int | str = "auto",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_floor: float = 1e-4,
+        **options: Unpack[SelectiveOptions],
     ):
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        super().__init__(hidden_dim, state_dim, **options)
         if d_conv < 1 or expand < 1:
             raise ValueError(f"d_conv and expand must be positive, got {d_conv} and {expand}")
         self.d_conv = d_conv
         self.expand = expand
         self.d_inner = expand * hidden_dim
-        linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        linear = dict(dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
         self.in_proj = _linear(hidden_dim, 2 * self.d_inner, **linear)
         conv_init = symmetric_uniform(1.0 / math.sqrt(d_conv))
-        self.conv_weight = nnx.Param(conv_init(rngs.params(), (d_conv, self.d_inner), param_dtype))
-        self.conv_bias = nnx.Param(conv_init(rngs.params(), (self.d_inner,), param_dtype))
-        _init_ssm(
-            self,
-            self.d_inner,
-            state_dim,
-            _resolve_dt_rank(dt_rank, hidden_dim),
-            rngs=rngs,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            dt_floor=dt_floor,
-        )
+        self.conv_weight = nnx.Param(conv_init(rngs.params(), (d_conv, self.d_inner), self.param_dtype))
+        self.conv_bias = nnx.Param(conv_init(rngs.params(), (self.d_inner,), self.param_dtype))
+        self._init_ssm(self.d_inner, rngs)
         self.out_proj = _linear(self.d_inner, hidden_dim, **linear)
 
     def _conv(self, x: Float[Array, "seq inner"]) -> Float[Array, "seq inner"]:
@@ -269,7 +248,7 @@ class Mamba(AbstractSequenceLayer):
     def _forward(self, u: Float[Array, "seq hidden"]) -> Float[Array, "seq hidden"]:
         x, z = jnp.split(self.in_proj(u.astype(self.dtype)), 2, axis=-1)
         x = jax.nn.silu(self._conv(x))
-        y = _ssm_apply(self, x, z, self.resolve_scan(u.shape[0]), self.chunk_size)
+        y = self._ssm(x, z)
         return self.out_proj(y.astype(self.dtype)).astype(self.dtype)
 
     def min_bytes_per_token(self, dtype_bytes: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from dlbench.errors import DlbenchError, check_choice
-from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, scan_dtype
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, scan_dtype
 from dlbench.layers.kernels.init import uniform
 from dlbench.layers.kernels.oscillatory import (
     BATCHED_FORMULATIONS,
@@ -61,8 +61,8 @@ def _is_concrete(*xs) -> bool:
 class AbstractOscillatory(AbstractSequenceLayer):
     """Shared machinery of LinOSS and D-LinOSS: projection, (M, f), backends and readout.
 
-    A subclass sets ``discretizations`` and stores ``A_diag``, ``dt``, ``B``, ``C``, ``D`` (and
-    ``G_diag`` for D-LinOSS); ``_raw_damping`` returns the raw G.
+    A subclass sets ``discretizations``, passes ``discretization`` on to this constructor and stores
+    ``A_diag``, ``dt``, ``B``, ``C``, ``D`` (and ``G_diag`` for D-LinOSS); ``_raw_damping`` returns the raw G.
     """
 
     scans: ClassVar[tuple[str, ...]] = SCAN_CHOICES + tuple(FORMULATIONS)
@@ -71,9 +71,9 @@ class AbstractOscillatory(AbstractSequenceLayer):
     preferred: ClassVar[dict[str, str]] = {"cpu": "blocked", "gpu": "associative", "cuda": "associative"}
     discretizations: ClassVar[dict[str, Discretization]] = {}
 
-    def _init_oscillatory(self, hidden_dim, state_dim, *, discretization, dtype, param_dtype, scan, chunk_size):
+    def __init__(self, hidden_dim: int, state_dim: int, *, discretization: str, **common: Unpack[LayerOptions]):
         check_choice(f"discretization for {type(self).__name__}", discretization, self.discretizations)
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        super().__init__(hidden_dim, state_dim, **common)
         self.discretization = discretization
 
     def _init_maps(self, key_b, key_c, key_d):
@@ -111,13 +111,18 @@ class AbstractOscillatory(AbstractSequenceLayer):
                     UnstableDiscretizationWarning,
                     stacklevel=3,
                 )
+        self._warn_if_unstable("transition", "states grow without bound over long sequences", stacklevel=3)
+
+    def _warn_if_unstable(self, what: str, consequence: str, stacklevel: int) -> None:
+        """Warn when M has eigenvalues outside the unit disk (beyond ``STABILITY_SLACK``); ``stacklevel``
+        as seen from the caller."""
         modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
         if modulus > 1.0 + STABILITY_SLACK:
             warnings.warn(
-                f"{type(self).__name__}-{self.discretization}: transition eigenvalues reach modulus "
-                f"{modulus:.6g} > 1, so states grow without bound over long sequences",
+                f"{type(self).__name__}-{self.discretization}: the {what} has eigenvalues of modulus up to "
+                f"{modulus:.6g} > 1; {consequence}",
                 UnstableDiscretizationWarning,
-                stacklevel=3,
+                stacklevel=stacklevel + 1,
             )
 
     def _forward(self, u: Float[Array, "*batch seq hidden"]) -> Float[Array, "*batch seq hidden"]:
@@ -170,21 +175,15 @@ class LinOSS(AbstractOscillatory):
         state_dim: int,
         *,
         rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = 256,
         discretization: str = "IM",
         A_max: float = 1.0,
         dt_init: str = "uniform",
         dt_std: float = 0.5,
+        **common: Unpack[LayerOptions],
     ):
-        self._init_oscillatory(
-            hidden_dim, state_dim, discretization=discretization, dtype=dtype, param_dtype=param_dtype,
-            scan=scan, chunk_size=chunk_size,
-        )  # fmt: skip
+        super().__init__(hidden_dim, state_dim, discretization=discretization, **common)
         check_choice("dt_init for LinOSS", dt_init, ("uniform", "normal"))
-        P, pd = state_dim, param_dtype
+        P, pd = state_dim, self.param_dtype
         self.A_diag = SSMParam(jax.random.uniform(rngs.params(), (P,), pd, 0.0, A_max))
         dt_key = rngs.params()
         draws = {
@@ -222,10 +221,6 @@ class DLinOSS(AbstractOscillatory):
         state_dim: int,
         *,
         rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = 256,
         discretization: str = "IMEX1",
         init: str = "ring",
         r_min: float = 0.9,
@@ -236,11 +231,9 @@ class DLinOSS(AbstractOscillatory):
         A_max: float = 1.0,
         G_min: float = 0.0,
         G_max: float = 1.0,
+        **common: Unpack[LayerOptions],
     ):
-        self._init_oscillatory(
-            hidden_dim, state_dim, discretization=discretization, dtype=dtype, param_dtype=param_dtype,
-            scan=scan, chunk_size=chunk_size,
-        )  # fmt: skip
+        super().__init__(hidden_dim, state_dim, discretization=discretization, **common)
         check_choice("init for DLinOSS", init, ("ring", "uniform"))
         project = self.discretizations[discretization].project
         draws = {
@@ -253,19 +246,12 @@ class DLinOSS(AbstractOscillatory):
                 f"IMEX2 is undefined for dt*G > 1 and this init gives dt*G up to {dt_dtg.max():.4g} "
                 "(ring init: dt*G = 1/r^2 - 1, so keep r_min > 0.71); use IMEX1 or narrow the init ranges"
             )
-        pd = param_dtype
+        pd = self.param_dtype
         self.A_diag = SSMParam(jnp.asarray(A, pd))
         self.G_diag = SSMParam(jnp.asarray(G, pd))
         self.dt = SSMParam(jnp.asarray(dt_raw, pd))
         self._init_maps(rngs.params(), rngs.params(), rngs.params())
-        modulus = float(jnp.max(jnp.abs(self.eigenvalues())))
-        if modulus > 1.0 + STABILITY_SLACK:
-            warnings.warn(
-                f"DLinOSS-{discretization}: the initial transition has eigenvalues of modulus up to "
-                f"{modulus:.6g} > 1 (EX is not unconditionally stable); outputs grow with length",
-                UnstableDiscretizationWarning,
-                stacklevel=2,
-            )
+        self._warn_if_unstable("initial transition", "outputs grow with length (EX is not unconditionally stable)", stacklevel=2)
 
     def _raw_damping(self) -> Array:
         return self.G_diag[...]

@@ -25,7 +25,7 @@ eqs. (6)-(7) and appendix C (HiPPO-N initialisation); the authors' JAX code, lin
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,8 @@ from flax import nnx
 from jaxtyping import Array, Complex, Float
 
 from dlbench.errors import check_choice
-from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, SSMParam, complex_dtype, scan_dtype
-from dlbench.layers.kernels.scan import DEFAULT_CHUNK_SIZE, DIAGONAL, linear_scan
+from dlbench.layers.base import SCAN_CHOICES, AbstractSequenceLayer, LayerOptions, SSMParam, complex_dtype, scan_dtype
+from dlbench.layers.kernels.diagonal import diagonal_ssm
 from dlbench.registry import register_model
 
 # Upper bound on Re(Lambda): keeps |Lambda_bar| < 1 for every step and |Lambda| away from 0, so the
@@ -70,14 +70,8 @@ def hippo_n(n: int) -> tuple[np.ndarray, np.ndarray]:
 class S5(AbstractSequenceLayer):
     """The S5 layer: (seq, hidden) -> (seq, hidden), including the D * u skip.
 
-    Args:
-      hidden_dim: H.
-      state_dim: ssm_size, the continuous-time state size (P = ssm_size / 2 stored with ``conj_sym``).
-      rngs: ``nnx.Rngs`` (uses the ``params`` stream).
-      dtype: computation dtype of inputs and outputs (the recurrence runs in at least float32).
-      param_dtype: storage dtype of the parameters.
-      scan: "associative" | "sequential" | "chunked" | "auto".
-      chunk_size: steps per chunk for the chunked backend.
+    Args (beyond :class:`AbstractSequenceLayer`; ``state_dim`` is ssm_size, the continuous-time state
+    size, P = ssm_size / 2 stored with ``conj_sym``, and the recurrence runs in at least float32):
       conj_sym: store one eigenvalue per conjugate pair and read out 2 Re(C~ x).
       discretization: "zoh" (default) or "bilinear".
       blocks: number of HiPPO-N blocks on the diagonal of the initial state matrix (S5's ``blocks``).
@@ -98,17 +92,14 @@ class S5(AbstractSequenceLayer):
         state_dim: int,
         *,
         rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        scan: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
         conj_sym: bool = True,
         discretization: str = "zoh",
         blocks: int = 1,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
+        **common: Unpack[LayerOptions],
     ):
-        self._init_common(hidden_dim, state_dim, dtype=dtype, param_dtype=param_dtype, scan=scan, chunk_size=chunk_size)
+        super().__init__(hidden_dim, state_dim, **common)
         check_choice("S5 discretization", discretization, self.discretizations)
         if blocks < 1:
             raise ValueError(f"S5 blocks must be >= 1, got {blocks}")
@@ -135,7 +126,7 @@ class S5(AbstractSequenceLayer):
         v_inv = v.conj().T  # (kept, block_size): V is unitary, so V^-1 = V^H
 
         k_b, k_c_re, k_c_im, k_d, k_step = (rngs.params() for _ in range(5))
-        h = hidden_dim
+        h, param_dtype = hidden_dim, self.param_dtype
         # Draw and rotate in at least float32 (complex bfloat16 does not exist), store in param_dtype.
         real = scan_dtype(param_dtype)
         cplx = complex_dtype(param_dtype)
@@ -184,19 +175,11 @@ class S5(AbstractSequenceLayer):
         real = scan_dtype(self.dtype)
         u = u.astype(real)
         lambda_bar, b_bar = self.discretize()
-        # u is real: two real matmuls instead of promoting u to complex (half the flops).
-        bu = jax.lax.complex(u @ b_bar.real.T, u @ b_bar.imag.T).astype(complex_dtype(self.dtype))
-        x = linear_scan(
-            lambda_bar,
-            bu,
-            semigroup=DIAGONAL,
-            invariant=True,
-            backend=self.resolve_scan(u.shape[0]),
-            chunk_size=self.chunk_size,
-        )  # (L, P)
         c = self.C[...].astype(real)
-        # Re(C~ x) = C_re x_re - C_im x_im, without forming the complex product.
-        y = x.real @ c[..., 0].T - x.imag @ c[..., 1].T
+        backend = self.resolve_scan(u.shape[0])
+        y = diagonal_ssm(
+            lambda_bar, b_bar.real, b_bar.imag, c[..., 0], c[..., 1], u, backend=backend, chunk_size=self.chunk_size
+        )
         if self.conj_sym:
             y = 2.0 * y
         return (y + self.D[...].astype(real) * u).astype(self.dtype)
