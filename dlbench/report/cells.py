@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from dlbench.errors import DlbenchError
-from dlbench.rundir.vocabulary import FAILED, FINAL_METRICS
+from dlbench.rundir.manifest import run_outcomes
+from dlbench.rundir.vocabulary import FAILED
 
 # Columns that identify a measured cell (everything but run id, seed, repeat index and provenance).
 CELL_KEYS = (
@@ -59,15 +60,16 @@ def _key_text(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 
 def unfinished_runs(rows: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
-    """(task, model) -> the seeds of training runs that have rows but neither a final metric
-    (:data:`~dlbench.rundir.vocabulary.FINAL_METRICS`) nor a failure: a killed writer, or a run
-    still going. Views name them, so that a missing seed is never silent."""
+    """(task, model) -> the seeds of training runs that have rows but neither a final metric nor a
+    failure (:func:`dlbench.rundir.run_outcomes`, the rule ``--resume`` and ``merge`` use): a killed
+    writer, or a run still going. Views name them, so that a missing seed is never silent."""
     training = rows[~rows["task"].isin(["scan", "bandwidth"]) & rows["seed"].notna()]
+    text = training[["task", "model", "seed", "metric", "status"]].astype("string").fillna("")
     out: dict[tuple[str, str], list[int]] = {}
-    for (task, model, seed), run in training.groupby(["task", "model", "seed"], sort=True):
-        ended = run["metric"].isin(FINAL_METRICS) & (run["status"] == "ok")
-        if not ended.any() and not run["status"].isin(FAILED).any():
-            out.setdefault((str(task), str(model)), []).append(int(seed))
+    for key, outcome in run_outcomes(text.to_dict("records")).items():
+        if outcome is None:
+            task, model, seed = key.rsplit("/", 2)
+            out.setdefault((task, model), []).append(int(seed))
     return out
 
 
