@@ -66,6 +66,24 @@ for model, backend, mode in CASES:
     assert options["seq_shard"] and args4[1].sharding.spec[1] == "seq"
     errors = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b)) / (1 + np.max(np.abs(a)))), reference, sharded))
     out[f"{model}/{backend}/{mode}"] = max(errors)
+
+# The public primitive itself, called in shard_map: time-varying diagonal and invariant 2x2 blocks, h0 given.
+from jax.sharding import PartitionSpec as P
+from dlbench.distributed import SEQ, make_mesh
+from dlbench.layers.kernels.scan import BLOCK2X2, DIAGONAL, linear_scan, sharded_linear_scan
+
+rng = np.random.default_rng(1)
+mesh = make_mesh(4, SEQ)
+for name, semigroup, invariant, a, b, h0 in (
+    ("diagonal", DIAGONAL, False, rng.uniform(0.5, 1.0, (36, 3)), rng.normal(size=(36, 3)), rng.normal(size=3)),
+    ("block2x2", BLOCK2X2, True, 0.6 * rng.normal(size=(3, 2, 2)), rng.normal(size=(36, 3, 2)), rng.normal(size=(3, 2))),
+):
+    options = dict(backend="chunked", semigroup=semigroup, invariant=invariant, h0=h0, chunk_size=4)
+    reference = np.asarray(linear_scan(a, b, **options))
+    local = lambda a, b: sharded_linear_scan(a, b, axis_name=SEQ, **options)
+    a_spec = P() if invariant else P(SEQ)
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(a_spec, P(SEQ)), out_specs=P(SEQ), check_vma=False))(a, b)
+    out[f"sharded_linear_scan/{name}"] = float(np.max(np.abs(np.asarray(sharded) - reference)))
 print(json.dumps(out))
 """
 
@@ -77,7 +95,8 @@ def test_sequence_sharded_scan_equals_single_device_float64(tmp_path):
     # Every LTI layer (2x2 blocks and diagonal) and the selective scan; all generic backends; gradients.
     for model in ("linoss-imex", "linoss-im", "dlinoss", "s5", "lru", "s6", "mamba"):
         assert f"{model}/associative/fwd" in numeric, (model, result)
-    for key in ("s6/sequential/fwd", "dlinoss/chunked/fwdbwd", "lru/chunked/fwdbwd", "mamba/chunked/fwdbwd"):
+    for key in ("s6/sequential/fwd", "dlinoss/chunked/fwdbwd", "lru/chunked/fwdbwd", "mamba/chunked/fwdbwd",
+                "sharded_linear_scan/diagonal", "sharded_linear_scan/block2x2"):
         assert key in numeric, (key, result)
     assert max(numeric.values()) < 1e-12, numeric
     # Attention has no recurrence to split; a layer's own (non-scan) formulation is not sequence-parallel.

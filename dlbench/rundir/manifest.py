@@ -180,32 +180,37 @@ def cell_key(row: Mapping[str, str]) -> str | None:
     return "/".join(row.get(c, "") for c in CELL_COLUMNS)
 
 
-def run_outcomes(rows: Iterable[Mapping[str, str]]) -> dict[str, str | None]:
-    """Training run key -> "ok" (its final metric row is there), a failure status, or None (unfinished)."""
+def _outcomes(rows: Iterable[Mapping[str, str]], key_of, outcome_of) -> dict[str, str | None]:
+    """Key -> outcome for every key ``key_of`` gives a row, None where no row gave an outcome yet.
+
+    ``outcome_of(row, outcome_so_far)`` returns the key's outcome after ``row`` (None: unchanged)."""
     out: dict[str, str | None] = {}
     for row in rows:
-        key = run_key(row)
+        key = key_of(row)
         if key is None:
             continue
         out.setdefault(key, None)
-        if row["metric"] in FINAL_METRICS and row["status"] == "ok":
-            out[key] = "ok"
-        elif row["status"] in FAILED and out[key] != "ok":
-            out[key] = row["status"]
+        outcome = outcome_of(row, out[key])
+        if outcome is not None:
+            out[key] = outcome
     return out
+
+
+def _run_outcome(row: Mapping[str, str], so_far: str | None) -> str | None:
+    if row["metric"] in FINAL_METRICS and row["status"] == "ok":
+        return "ok"
+    # A failure row after a final ok row (a later evaluation's error) does not undo the finished run.
+    return row["status"] if row["status"] in FAILED and so_far != "ok" else None
+
+
+def run_outcomes(rows: Iterable[Mapping[str, str]]) -> dict[str, str | None]:
+    """Training run key -> "ok" (its final metric row is there), a failure status, or None (unfinished)."""
+    return _outcomes(rows, run_key, _run_outcome)
 
 
 def cell_outcomes(rows: Iterable[Mapping[str, str]]) -> dict[str, str | None]:
     """Profile cell key -> the status of its ``cell_s`` row, or None (the cell never ended)."""
-    out: dict[str, str | None] = {}
-    for row in rows:
-        key = cell_key(row)
-        if key is None:
-            continue
-        out.setdefault(key, None)
-        if row["metric"] == CELL_END_METRIC:
-            out[key] = row["status"]
-    return out
+    return _outcomes(rows, cell_key, lambda row, _: row["status"] if row["metric"] == CELL_END_METRIC else None)
 
 
 def trim_unfinished(rows_path: str | os.PathLike, *, kind: str = "train") -> int:

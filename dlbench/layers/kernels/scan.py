@@ -226,9 +226,7 @@ def linear_scan(
     """
     axis = seq_axis(note=True)
     if axis is not None:
-        return sharded_linear_scan(
-            a, b, axis_name=axis, backend=backend, semigroup=semigroup, invariant=invariant, h0=h0, chunk_size=chunk_size
-        )
+        return _sharded_linear_scan(a, b, axis, backend, semigroup, invariant, h0, chunk_size)
     start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
     if invariant:
         # One transition for all steps: broadcast it per run of steps, never to (L, *S) up front.
@@ -302,26 +300,21 @@ def incoming_state(a_total: jax.Array, h_last: jax.Array, axis_name: str, semigr
     return jnp.where(index == 0, start, previous)
 
 
-def sharded_linear_scan(
-    a: jax.Array,
-    b: jax.Array,
-    *,
-    axis_name: str,
-    backend: str,
-    semigroup: Semigroup = DIAGONAL,
-    invariant: bool = False,
-    h0: jax.Array | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> jax.Array:
+def sharded_linear_scan(a: jax.Array, b: jax.Array, *, axis_name: str, **options) -> jax.Array:
     """:func:`linear_scan` of the whole sequence when each device holds one chunk of it.
 
     Call inside ``shard_map`` with the sequence axis of ``b`` (and of ``a`` unless ``invariant``)
-    split over ``axis_name`` in order. Each device scans its chunk from zero with ``backend``, forms
-    A_prefix_k = a_k (.) ... (.) a_0 over its chunk, receives h_in from :func:`incoming_state` and
-    returns h_local_k + A_prefix_k (.) h_in. Extra memory: one (L_local, *S) prefix of transitions.
-
-    Args and returns as :func:`linear_scan`, with local shapes (L_local = L / devices).
+    split over ``axis_name`` in order; ``options`` are :func:`linear_scan`'s keywords, shapes local
+    (L_local = L / devices). The same as calling :func:`linear_scan` under :func:`sequence_sharded`.
     """
+    with sequence_sharded(axis_name):
+        return linear_scan(a, b, **options)
+
+
+def _sharded_linear_scan(a, b, axis_name, backend, semigroup, invariant, h0, chunk_size) -> jax.Array:
+    # Each device scans its chunk from zero with ``backend``, forms A_prefix_k = a_k (.) ... (.) a_0
+    # over its chunk, receives h_in from incoming_state and returns h_local_k + A_prefix_k (.) h_in.
+    # Extra memory: one (L_local, *S) prefix of transitions.
     with unsharded():
         h_local = linear_scan(a, b, backend=backend, semigroup=semigroup, invariant=invariant, chunk_size=chunk_size)
     steps = jnp.broadcast_to(a, b.shape[:1] + a.shape) if invariant else a

@@ -56,29 +56,9 @@ def _transitions(A: Float[Array, "channel state"]):
     return transition
 
 
-def _single_sequence_scan(
-    u: Float[Array, "seq channel"],
-    delta: Float[Array, "seq channel"],
-    A: Float[Array, "channel state"],
-    B: Float[Array, "seq state"],
-    C: Float[Array, "seq state"],
-    backend: str,
-    chunk_size: int,
-    h0: Float[Array, "channel state"] | None = None,
-) -> Float[Array, "seq channel"]:
-    """y_t = sum_n C_t h_t for one sequence (delta already softplus-ed, everything in the scan dtype).
-
-    The (.., D, N) transitions are formed inside the backend (:func:`fused_scan`): per step for
-    "sequential", per chunk for "chunked". ``h0`` is the state before the first step (zeros when
-    omitted; set by the sequence-parallel pass).
-    """
-    if h0 is None:
-        h0 = jnp.zeros(A.shape, A.dtype)
-
-    def readout(hs, x):  # (T, D, N), C (T, N) -> (T, D)
-        return jnp.einsum("tdn,tn->td", hs, x[3])
-
-    return fused_scan((delta, u, B, C), _transitions(A), readout, h0, backend=backend, chunk_size=chunk_size)
+def _readout(hs: Float[Array, "chunk channel state"], x) -> Float[Array, "chunk channel"]:
+    """y_t = sum_n C_t h_t over a run of steps (x = (delta, u, B, C) of those steps)."""
+    return jnp.einsum("tdn,tn->td", hs, x[3])
 
 
 def _final_state(
@@ -150,17 +130,20 @@ def selective_scan(
         delta_c = jax.nn.softplus(delta_c)
 
     axis = seq_axis(note=True)
+    transitions = _transitions(A_c)
 
     def one(u_s, delta_s, B_s, C_s):
-        if axis is None:
-            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size)
-        # Sequence split over devices (scan.sequence_sharded): summarise this chunk (A_tot = exp(A sum
-        # delta), final state from zero), take the state entering it from the earlier devices, and
-        # scan the chunk again from that state; the time-varying diagonal algebra of scan.py.
-        with unsharded():
-            a_total = jnp.exp(jnp.sum(delta_s, axis=0)[:, None] * A_c)
-            h_in = incoming_state(a_total, _final_state(u_s, delta_s, A_c, B_s, chunk_size), axis, DIAGONAL)
-            return _single_sequence_scan(u_s, delta_s, A_c, B_s, C_s, scan, chunk_size, h0=h_in)
+        # The (.., D, N) transitions are formed inside the backend: per step for "sequential", per
+        # chunk for "chunked".
+        h0 = jnp.zeros(A_c.shape, A_c.dtype)
+        if axis is not None:
+            # Sequence split over devices (scan.sequence_sharded): summarise this chunk (A_tot = exp(A
+            # sum delta), final state from zero), take the state entering it from the earlier devices,
+            # and scan the chunk from that state; the time-varying diagonal algebra of scan.py.
+            with unsharded():
+                a_total = jnp.exp(jnp.sum(delta_s, axis=0)[:, None] * A_c)
+                h0 = incoming_state(a_total, _final_state(u_s, delta_s, A_c, B_s, chunk_size), axis, DIAGONAL)
+        return fused_scan((delta_s, u_s, B_s, C_s), transitions, _readout, h0, backend=scan, chunk_size=chunk_size)
 
     out = jax.vmap(one)(u_c, delta_c, B_c, C_c)
     if D is not None:
