@@ -58,6 +58,18 @@ def test_page_is_self_contained_with_every_section(page):
         assert json.loads((run / "manifest.json").read_text())["run_id"] in text
 
 
+def test_ids_are_unique_references_resolve_and_the_page_is_reproducible(page, tmp_path):
+    text = page.read_text()
+    ids = re.findall(r'\bid="([^"]*)"', text)
+    assert len(ids) > 100 and len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1][:5]
+    references = set(re.findall(r"url\(#([^)]*)\)", text)) | set(re.findall(r'href="#([^"]*)"', text))
+    assert references and references <= set(ids), sorted(references - set(ids))[:5]
+    # No date in the plots, a fixed hash salt: the committed page regenerates to the same bytes.
+    again = tmp_path / "again.html"
+    assert main(["report", *map(str, RUNS), "--out", str(again)]) == 0
+    assert again.read_bytes() == page.read_bytes()
+
+
 def test_manifest_is_shown_and_a_broken_one_is_survived(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

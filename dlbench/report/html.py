@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,25 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
-def _svg(figure) -> str:
+# The references matplotlib's SVG makes to its own ids: id="X", url(#X) and xlink:href="#X".
+_SVG_IDS = re.compile(r'(\bid="|url\(#|xlink:href="#)')
+
+
+def _svg(figure, prefix: str) -> str:
     """A matplotlib Figure as an inline SVG element (no XML prolog, no external references).
 
     Text stays text (``svg.fonttype`` none): the page is a fraction of the size of one with every
-    glyph drawn as a path, and its labels can be searched and copied.
+    glyph drawn as a path, and its labels can be searched and copied. Every id is prefixed with
+    ``prefix``: ids are unique in the page (matplotlib numbers "axes_1" afresh in each figure), and
+    with a fixed hash salt and no date the same rows give the same bytes.
     """
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        figure.savefig(buffer, format="svg")
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dlbench"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return _SVG_IDS.sub(lambda m: m.group(1) + prefix, text[text.index("<svg") :])
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -132,7 +139,7 @@ def run_section(path: str | Path, anchor: str) -> str:
     if plots:
         parts.append("<h3>Plots</h3>")
         for kind, figure in plots:
-            parts.append(f'<figure class="plot" data-kind="{kind}">{_svg(figure)}<figcaption class="note">{kind}'
+            parts.append(f'<figure class="plot" data-kind="{kind}">{_svg(figure, f"{anchor}-{kind}-")}<figcaption class="note">{kind}'
                          "</figcaption></figure>")  # fmt: skip
 
     _, _, notes = show_frame(rows)
