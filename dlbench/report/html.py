@@ -54,7 +54,7 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 # The references matplotlib's SVG makes to its own ids: id="X", url(#X) and xlink:href="#X".
-_SVG_IDS = re.compile(r'(\bid="|url\(#|xlink:href="#)')
+_SVG_IDS = re.compile(r'((?<=\s)id="|url\(#|xlink:href="#)')
 
 
 def _svg(figure, prefix: str) -> str:
