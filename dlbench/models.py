@@ -111,6 +111,16 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype, param_
     )
 
 
+def dense(layer: nnx.Linear, x: Float[Array, "*lead features"]) -> Float[Array, "*lead out"]:
+    """``layer(x)`` with the leading axes folded into one: the same product, as a 2-D GEMM.
+
+    XLA:CPU hands 2-D dots to its fast GEMM kernels but not 3-D ones: at the EigenWorms widths,
+    (4, 4096, 128) inputs, a GLU's forward and backward pass took 51 ms with (batch, seq, hidden)
+    operands against 26 ms with (batch * seq, hidden), measured side by side.
+    """
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 class Dropout(nnx.Dropout):
     """flax's Dropout (the same Bernoulli(1 - rate) masks, scaled by 1 / (1 - rate)), its random bits
     drawn on CPU with threefry's original layout (``jax.threefry_partitionable(False)``).
@@ -158,7 +168,7 @@ class Block(nnx.Module):
             x = self.norm(x)
         x = self.layer(x)
         x = self.dropout(jax.nn.gelu(x, approximate=True))
-        x = self.glu_value(x) * jax.nn.sigmoid(self.glu_gate(x))
+        x = dense(self.glu_value, x) * jax.nn.sigmoid(dense(self.glu_gate, x))
         return skip + self.dropout(x)
 
 
@@ -209,7 +219,7 @@ class SequenceModel(nnx.Module):
         ``mask`` marks the valid steps of padded sequences; padding sits at the end, so the causal
         layers never let it reach a valid step, and pooling and BatchNorm statistics skip it.
         """
-        x = self.encoder(u.astype(self.dtype))
+        x = dense(self.encoder, u.astype(self.dtype))
         for block in self.blocks:
             x = block(x, mask)
         if self.head == "classification":
@@ -220,7 +230,7 @@ class SequenceModel(nnx.Module):
                 pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
             return self.decoder(pooled)
         readout = x[:, -self.output_last :] if self.output_last else x[:, self.output_step - 1 :: self.output_step]
-        return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(readout))
+        return OUTPUT_ACTIVATIONS[self.output_activation](dense(self.decoder, readout))
 
 
 def build_model(name: str, config: ModelConfig | None = None, *, seed: int = 0, dtype=jnp.float32, param_dtype=None) -> SequenceModel:
