@@ -556,6 +556,9 @@ class _NoteHandler(logging.Handler):
 
 def _main(argv: list[str] | None, notes: list[str]) -> int:
     try:
+        from dlbench.host_memory import environment
+
+        environment()  # an unknown DLBENCH_HOST_ALLOCATOR is an error here too, not only in run()
         code = app(args=argv, standalone_mode=False)
     except DlbenchError as error:
         print(f"dlbench: {error}" if isinstance(error, RunsFailed) else f"dlbench: error: {error}", file=sys.stderr)
@@ -590,4 +593,12 @@ def _main(argv: list[str] | None, notes: list[str]) -> int:
 
 
 def run() -> None:
+    """The ``dlbench`` command: first, once, re-execute with huge pages for XLA's scratch (dlbench.host_memory)."""
+    from dlbench.host_memory import restart_with_huge_pages
+
+    try:
+        restart_with_huge_pages()
+    except DlbenchError as error:
+        print(f"dlbench: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     sys.exit(main())

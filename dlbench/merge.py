@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dlbench import host_memory
 from dlbench.errors import DlbenchError
 from dlbench.rundir import ROWS_FILE, diff_settings, read_manifest, read_table, run_outcomes
 
@@ -74,6 +75,10 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
                 if other.suite_sha256 != manifest.suite_sha256:
                     raise DlbenchError(f"{where} and {source} were run from different suite files (SHA-256 {other.suite_sha256[:12]} "
                                        f"vs {manifest.suite_sha256[:12]}); refusing to merge")
+                if other.host_allocator and manifest.host_allocator and (
+                        host_memory.policy(other.host_allocator) != host_memory.policy(manifest.host_allocator)):
+                    raise DlbenchError(f"{where} and {source} were timed under different host allocators ({other.host_allocator} "
+                                       f"vs {manifest.host_allocator}); refusing to merge")
                 if other.sets != manifest.sets:
                     only = sorted(set(other.sets) ^ set(manifest.sets))
                     raise DlbenchError(f"{where} and {source} were run with different settings (--set {', '.join(only)} "

@@ -6,7 +6,9 @@ of a shared machine hits both alike. A worker runs the training loop of its own 
 ``train_run`` does: a tree with :class:`dlbench.train.Trainer` runs its fused window program on
 device-resident data; an older tree (main 3a79093) its per-step loop (host batch -> device, compiled
 step, ``float(loss)``). Widths default to LinOSS-IM on EigenWorms (batch 4, H 128, P 64, 2 blocks, 7
-inputs, 5 classes), length cut to 4,096 for CPU.
+inputs, 5 classes), length cut to 4,096 for CPU. A worker's process starts in the environment its
+tree's ``dlbench`` command gives itself (``dlbench.host_memory``: huge pages for XLA's scratch where
+the tree has it); ``--env-a``/``--env-b`` change it, to time what the allocator gives apart from the code.
 
     python scripts/train_step_benchmark.py --a /work/main --b . --rounds 9 --steps 4
 
@@ -17,6 +19,7 @@ B/A of the medians with the range of the per-round ratios.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -94,6 +97,17 @@ def worker(args) -> None:
     del jax, jnp
 
 
+def tree_environment(tree: str, env: dict) -> dict:
+    """``env`` as the tree's `dlbench` command would run a process in it (its dlbench.host_memory, if it has one)."""
+    path = os.path.join(tree, "dlbench", "host_memory.py")
+    if not os.path.exists(path):
+        return env  # main 3a79093 and older: glibc's defaults
+    spec = importlib.util.spec_from_file_location("tree_host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.environment(env)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", default="/work/main", help="tree A (baseline), put first on PYTHONPATH")
@@ -107,14 +121,21 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--state", type=int, default=64)
     p.add_argument("--blocks", type=int, default=2)
+    for tree in ("a", "b"):
+        p.add_argument(f"--env-{tree}", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"environment of tree {tree.upper()}'s worker, after the tree's own (repeatable); e.g. "
+                            "DLBENCH_HOST_ALLOCATOR=system to time a tree without huge pages")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
     passthrough = [f"--{k}={getattr(args, k)}" for k in ("steps", "model", "scan", "length", "batch", "hidden", "state", "blocks")]
     procs = {}
-    for name, tree in (("A", args.a), ("B", args.b)):
+    envs = {}
+    for name, tree, extra in (("A", args.a, args.env_a), ("B", args.b, args.env_b)):
         env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "DLBENCH_JAX_CACHE": "off"}
+        env = tree_environment(tree, {**env, **dict(item.split("=", 1) for item in extra)})
+        envs[name] = {k: env.get(k, "") for k in ("GLIBC_TUNABLES", "DLBENCH_HOST_ALLOCATOR")}
         procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *passthrough], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
     for proc in procs.values():
@@ -131,7 +152,7 @@ def main() -> None:
             proc.stdin.close()
             proc.wait(timeout=60)
     out = {"widths": {k: getattr(args, k) for k in ("model", "scan", "length", "batch", "hidden", "state", "blocks")},
-           "steps_per_window": args.steps, "rounds": args.rounds, "a": args.a, "b": args.b}
+           "steps_per_window": args.steps, "rounds": args.rounds, "a": args.a, "b": args.b, "environment": envs}
     for name in ("A", "B"):
         tps = [g["tokens_per_s"] for g in got[name]]
         out[name] = {"median_tokens_per_s": statistics.median(tps), "min": min(tps), "max": max(tps),

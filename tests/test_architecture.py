@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dlbench"
 # Bottom to top. A module's layer is that of the longest prefix listed here.
 LAYERS = (
     ("foundation", ("dlbench.errors", "dlbench.config", "dlbench.registry", "dlbench.rundir", "dlbench.timing_policy",
-                    "dlbench.distributed")),
+                    "dlbench.distributed", "dlbench.host_memory")),
     ("kernels", ("dlbench.layers.kernels",)),
     ("layers", ("dlbench.layers", "dlbench.plugins")),
     ("models and tasks", ("dlbench.models", "dlbench.tasks")),

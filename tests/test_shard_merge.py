@@ -1,5 +1,6 @@
 """Cluster sweeps: `dlbench run --shard I/N` covers each cell once; `dlbench merge` rebuilds the run."""
 
+import json
 import shutil
 
 import pandas as pd
@@ -69,3 +70,11 @@ def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_lin
     err = error_line(["merge", *shards[:2], str(other), "--out", str(tmp_path / "m5")])
     assert "mismatched provenance: git_commit" in err
     assert not (tmp_path / "m5" / "rows.csv").exists()
+    # A shard timed under another host allocator (dlbench.host_memory) is not pooled either.
+    timed = tmp_path / "timed"
+    shutil.copytree(shards[2], timed)
+    manifest = json.loads((timed / "manifest.json").read_text())
+    manifest["host_allocator"] = "glibc.malloc.hugetlb=1 (transparent huge pages: madvise)"
+    (timed / "manifest.json").write_text(json.dumps(manifest))
+    err = error_line(["merge", *shards[:2], str(timed), "--out", str(tmp_path / "m6")])
+    assert "timed under different host allocators" in err and not (tmp_path / "m6" / "rows.csv").exists()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dlbench import host_memory
 from dlbench.errors import DlbenchError
 from dlbench.rundir.rows import MANIFEST_FILE, ROWS_FILE, code_provenance, read_table, utc_now
 from dlbench.rundir.vocabulary import CELL_END_METRIC, FAILED, FINAL_METRICS, KEPT_ON_RESUME
@@ -85,6 +86,7 @@ class Manifest:
     git_commit: str = ""
     git_dirty: bool | None = None
     created_utc: str = ""
+    host_allocator: str = ""  # dlbench.host_memory.state() of the process that made the folder
     format: int = FORMAT
 
     @classmethod
@@ -95,7 +97,8 @@ class Manifest:
         return cls(
             kind=kind, suite=suite, run_id=run_id, suite_file=str(suite_file or ""), suite_text=text,
             suite_sha256=hashlib.sha256(text.encode()).hexdigest() if suite_file else "", sets=list(sets),
-            shard=dict(shard) if shard else None, created_utc=utc_now(), **code_provenance(),
+            shard=dict(shard) if shard else None, created_utc=utc_now(), host_allocator=host_memory.state(),
+            **code_provenance(),
         )
 
     def add(self, key: str, settings: Mapping[str, Any]) -> str:
@@ -140,6 +143,9 @@ def check_resume(directory: str | os.PathLike, old: Manifest | None, new: Manife
     if old.suite != new.suite:
         raise DlbenchError(f"--resume: {directory} holds suite {old.suite!r}, not {new.suite!r}; choose another --out")
     problems = []
+    if old.host_allocator and host_memory.policy(old.host_allocator) != host_memory.policy(new.host_allocator):
+        problems.append(f"host allocator: {old.host_allocator} in {directory}, {new.host_allocator} now "
+                        f"(set {host_memory.ENV} to match)")
     for key in sorted(set(old.entries) & set(new.entries)):
         for name, a, b in diff_settings(old.entries[key]["settings"], new.entries[key]["settings"]):
             problems.append(f"{key}: {name}: {_show(a)} in {directory}, {_show(b)} now")
