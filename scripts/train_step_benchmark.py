@@ -135,7 +135,7 @@ def main() -> None:
     for name, tree, extra in (("A", args.a, args.env_a), ("B", args.b, args.env_b)):
         env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "DLBENCH_JAX_CACHE": "off"}
         env = tree_environment(tree, {**env, **dict(item.split("=", 1) for item in extra)})
-        envs[name] = {k: env.get(k, "") for k in ("GLIBC_TUNABLES", "DLBENCH_HOST_ALLOCATOR")}
+        envs[name] = {k: env.get(k, "") for k in ("GLIBC_TUNABLES", "DLBENCH_HOST_ALLOCATOR")} | dict(item.split("=", 1) for item in extra)
         procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *passthrough], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
     for proc in procs.values():
