@@ -94,8 +94,10 @@ def transparent_huge_pages() -> str:
 
 def policy(recorded_state: str) -> str:
     """The allocator policy of a :func:`state` string, without the reason or the kernel's THP mode
-    (``glibc.malloc.hugetlb=1`` or ``system``): runs timed under different policies must not be mixed."""
-    return recorded_state.split(" (", 1)[0]
+    (``glibc.malloc.hugetlb=1`` or ``system``): runs timed under different policies must not be mixed.
+    An empty string, a folder written before dlbench recorded it, is ``system``: no dlbench set a
+    tunable before this module."""
+    return recorded_state.split(" (", 1)[0] or "system"
 
 
 def state() -> str:

@@ -100,3 +100,8 @@ def test_run_folders_record_the_allocator_and_refuse_to_mix_two(tmp_path):
         check_resume(tmp_path, old, new)
     new.host_allocator = f"{host_memory.TUNABLE} (transparent huge pages: always)"  # the same policy on another kernel
     assert check_resume(tmp_path, old, new) == []
+    old.host_allocator = ""  # a folder from before dlbench recorded it was timed under glibc's defaults
+    with pytest.raises(DlbenchError, match=r"host allocator: system \(not recorded\) in .*, glibc.malloc.hugetlb=1 .* now"):
+        check_resume(tmp_path, old, new)
+    new.host_allocator = f"system ({host_memory.ENV}=system)"
+    assert check_resume(tmp_path, old, new) == []
