@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dlbench import host_memory
 from dlbench.timing_policy import classify_process_death
 
 ROW_PREFIX = "DLBENCH-ROW "
@@ -56,7 +55,9 @@ def run_isolated(
     ``base`` holds the columns of the row written when the child reports no status of its own.
     """
     spec = json.dumps({"entry": entry, "payload": payload, "memory_limit_gb": memory_limit_gb}, default=str)
-    env = {**host_memory.environment(), "PYTHONUNBUFFERED": "1", **cache_env(cache_dir)}
+    # The child inherits this process's allocator settings (dlbench.host_memory): the cells are timed
+    # under what the run folder records.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **cache_env(cache_dir)}
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlbench.cells", spec],

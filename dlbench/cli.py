@@ -239,10 +239,12 @@ def profile_scan_command(
         sweep = _saved_sweep(ctx, out, sweep, ScanSweep)
     run_id = distributed.agree_on(new_run_id())
     out = out or f"runs/scan-{run_id}"
+    rows_file = Path(out) / ROWS_FILE
+    before = _file_state(rows_file)
     try:
         run_sweep(sweep, out, resume=resume, console=console if distributed.is_writer() else Console(quiet=True), run_id=run_id)
-    finally:  # failed cells (exit 1) still get their plot; an interrupt or a refused start has no rows to draw
-        if distributed.is_writer() and (Path(out) / ROWS_FILE).is_file():
+    finally:  # failed cells (exit 1) still get their plot; a refused start (rows untouched) draws nothing
+        if distributed.is_writer() and rows_file.is_file() and _file_state(rows_file) != before:
             _plot_sweep(Path(out))
     if distributed.is_writer():
         _print_summary(out)
@@ -356,6 +358,15 @@ def run_command(
         if manifest is not None and manifest.kind == "profile":  # a profile suite (`dlbench run scan`)
             _plot_sweep(out_dir)
         _print_summary(out_dir)
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of ``path``, None when it does not exist: whether a command wrote to it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _plot_sweep(run_dir) -> None:
@@ -593,12 +604,7 @@ def _main(argv: list[str] | None, notes: list[str]) -> int:
 
 
 def run() -> None:
-    """The ``dlbench`` command: first, once, re-execute with huge pages for XLA's scratch (dlbench.host_memory)."""
-    from dlbench.host_memory import restart_with_huge_pages
+    """The ``dlbench`` command (:func:`dlbench.launch.run`: huge pages first, then :func:`main`)."""
+    from dlbench.launch import run as launch
 
-    try:
-        restart_with_huge_pages()
-    except DlbenchError as error:
-        print(f"dlbench: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
-    sys.exit(main())
+    launch()

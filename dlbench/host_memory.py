@@ -16,8 +16,9 @@ of keeping freed memory in the process, one arena and no mmap, held three extra 
 ``madvise`` or ``always``; with ``never`` the tunable changes nothing.
 
 glibc reads tunables only when a process starts, so the ``dlbench`` command re-executes itself once
-with ``GLIBC_TUNABLES`` extended (:func:`restart_with_huge_pages`) and isolated cells are started with
-it (:func:`environment`). ``DLBENCH_HOST_ALLOCATOR=system`` leaves glibc's defaults alone. Nothing
+with ``GLIBC_TUNABLES`` extended (:func:`restart_with_huge_pages`, from :mod:`dlbench.launch` before
+anything heavy is imported); its isolated cells inherit the environment. A ``glibc.malloc.hugetlb``
+the user set is left as it is, and glibc before 2.35 (which lacks the tunable) is left alone. ``DLBENCH_HOST_ALLOCATOR=system`` leaves glibc's defaults alone. Nothing
 changes off glibc (macOS, musl). :func:`state` says what a process runs with; run folders record it.
 This module imports no JAX.
 """
@@ -32,13 +33,14 @@ from pathlib import Path
 
 ENV = "DLBENCH_HOST_ALLOCATOR"
 CHOICES = ("huge-pages", "system")
-TUNABLE = "glibc.malloc.hugetlb=1"
+NAME = "glibc.malloc.hugetlb"
+TUNABLE = f"{NAME}=1"
 _RESTARTED = "DLBENCH_RESTARTED_FOR_TUNABLES"  # set across the one re-exec, so it never loops
 _THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def _choice(env: Mapping[str, str]) -> str:
-    choice = env.get(ENV, "huge-pages")
+    choice = env.get(ENV) or "huge-pages"
     if choice not in CHOICES:
         from dlbench.errors import DlbenchError
 
@@ -46,40 +48,67 @@ def _choice(env: Mapping[str, str]) -> str:
     return choice
 
 
-def _glibc() -> bool:
-    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+def _glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of this process's glibc, None off glibc."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+        return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
+    except (ValueError, OSError, IndexError):
+        return None
 
 
-def _has_tunable(env: Mapping[str, str]) -> bool:
-    return TUNABLE in env.get("GLIBC_TUNABLES", "").split(":")
+def _supported() -> bool:
+    version = _glibc_version()
+    return version is not None and version >= (2, 35)  # glibc.malloc.hugetlb appeared in 2.35
+
+
+def _hugetlb(env: Mapping[str, str]) -> str | None:
+    """The value of glibc.malloc.hugetlb in ``env``'s GLIBC_TUNABLES (the last one wins, as in glibc)."""
+    values = [item.partition("=")[2] for item in env.get("GLIBC_TUNABLES", "").split(":") if item.startswith(f"{NAME}=")]
+    return values[-1] if values else None
 
 
 def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process's) with the tunable added for a child process, unless opted out.
+    """``env`` (default: this process's) with the tunable added, unless opted out, already set to any
+    value by the user, or unsupported (off glibc, glibc < 2.35).
 
     Raises :class:`dlbench.errors.DlbenchError` for an unknown ``DLBENCH_HOST_ALLOCATOR``.
     """
     env = dict(os.environ if env is None else env)
-    if _choice(env) == "huge-pages" and _glibc() and not _has_tunable(env):
+    if _choice(env) == "huge-pages" and _supported() and _hugetlb(env) is None:
         env["GLIBC_TUNABLES"] = ":".join(t for t in (env.get("GLIBC_TUNABLES", ""), TUNABLE) if t)
     return env
+
+
+def _script_mode() -> bool:
+    """Whether this process runs a script file as ``python [options] FILE ARGS`` (the console script),
+    so that re-executing it repeats nothing else: not ``-c``, ``-m``, stdin or an interactive session."""
+    orig = getattr(sys, "orig_argv", None)
+    return bool(orig and sys.argv and os.path.isfile(sys.argv[0]) and orig[-len(sys.argv):] == sys.argv
+                and len(orig) > len(sys.argv) and orig[-len(sys.argv) - 1] not in ("-c", "-m"))
 
 
 def restart_with_huge_pages() -> None:
     """Re-execute this command once with the tunable set, if it is wanted and not yet in effect.
 
-    Call before anything else happens (the ``dlbench`` entry point does): the process is replaced,
-    with the same pid, arguments, standard streams and working directory.
+    Call before anything else happens (:mod:`dlbench.launch` does): the process is replaced, with the
+    same pid, arguments, standard streams and working directory. Nothing happens outside script mode
+    (``python -c``, ``-m``, a REPL) or when the exec itself fails (the command then runs as it is).
     """
-    if _has_tunable(os.environ) or os.environ.get(_RESTARTED) or not hasattr(sys, "orig_argv"):
+    if os.environ.pop(_RESTARTED, None) or not _script_mode():
         return
     env = environment()
-    if not _has_tunable(env):
+    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
         return
     env[_RESTARTED] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except (OSError, ValueError):  # no usable interpreter path: run without the tunable
+        return
 
 
 def transparent_huge_pages() -> str:
@@ -93,19 +122,27 @@ def transparent_huge_pages() -> str:
 
 
 def policy(recorded_state: str) -> str:
-    """The allocator policy of a :func:`state` string, without the reason or the kernel's THP mode
-    (``glibc.malloc.hugetlb=1`` or ``system``): runs timed under different policies must not be mixed.
-    An empty string, a folder written before dlbench recorded it, is ``system``: no dlbench set a
-    tunable before this module."""
-    return recorded_state.split(" (", 1)[0] or "system"
+    """The allocator policy of a :func:`state` string: ``huge pages`` when glibc asked the kernel for
+    them and the kernel could give them, else ``system``. Runs timed under different policies must not
+    be mixed. An empty string, a folder written before dlbench recorded it, is ``system``: no dlbench
+    set a tunable before this module."""
+    if recorded_state.startswith(TUNABLE) and "transparent huge pages: never" not in recorded_state:
+        return "huge pages"
+    return "system"
 
 
 def state() -> str:
     """What this process's host allocator runs with, in words (recorded in run folders)."""
-    if not _glibc():
+    version = _glibc_version()
+    if version is None:
         return "system (not glibc)"
-    if _has_tunable(os.environ):
+    value = _hugetlb(os.environ)
+    if value == "1" and version >= (2, 35):
         return f"{TUNABLE} (transparent huge pages: {transparent_huge_pages()})"
-    if os.environ.get(ENV) == "system":
+    if value is not None:
+        return f"system ({NAME}={value} in GLIBC_TUNABLES{'' if version >= (2, 35) else ', unknown to glibc < 2.35'})"
+    if _choice(os.environ) == "system":
         return f"system ({ENV}=system)"
+    if version < (2, 35):
+        return f"system (glibc {version[0]}.{version[1]} has no {NAME})"
     return "system (started without the tunable, not through the dlbench command)"

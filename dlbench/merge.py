@@ -138,8 +138,9 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
         if manifests:
             first = manifests[0][0]
             union = Manifest.new("train", first.suite, run_id)
-            union.suite_file, union.suite_text, union.suite_sha256, union.sets = (
-                first.suite_file, first.suite_text, first.suite_sha256, first.sets)
+            # The inputs' allocator (they agree on its policy), not the merging process's: it timed nothing.
+            union.suite_file, union.suite_text, union.suite_sha256, union.sets, union.host_allocator = (
+                first.suite_file, first.suite_text, first.suite_sha256, first.sets, first.host_allocator)
             for manifest, _ in manifests:
                 union.entries.update(manifest.entries)
             union.write(out_dir)

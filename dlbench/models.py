@@ -28,6 +28,7 @@ tests/test_norms.py against a NumPy reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -118,7 +119,8 @@ def dense(layer: nnx.Linear, x: Float[Array, "*lead features"]) -> Float[Array, 
     (4, 4096, 128) inputs, a GLU's forward and backward pass took 51 ms with (batch, seq, hidden)
     operands against 26 ms with (batch * seq, hidden), measured side by side.
     """
-    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    rows = math.prod(x.shape[:-1])  # not -1: a zero-size axis (an empty readout) has no inferable width
+    return layer(x.reshape(rows, x.shape[-1])).reshape(*x.shape[:-1], layer.out_features)
 
 
 class Dropout(nnx.Dropout):

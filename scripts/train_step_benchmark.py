@@ -108,6 +108,29 @@ def tree_environment(tree: str, env: dict) -> dict:
     return module.environment(env)
 
 
+def worker_environment(tree: str, extra: list[str], flag: str) -> tuple[dict, dict]:
+    """(the worker's environment, the allocator settings and ``extra`` as it runs with them)."""
+    bad = [item for item in extra if "=" not in item]
+    if bad:
+        raise SystemExit(f"{flag}: {bad[0]!r} is not KEY=VALUE")
+    settings = dict(item.split("=", 1) for item in extra)
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "DLBENCH_JAX_CACHE": "off", **settings}
+    try:
+        env = tree_environment(tree, env)  # sees a DLBENCH_HOST_ALLOCATOR given in extra
+    except Exception as error:  # the tree's DlbenchError for an unknown choice
+        raise SystemExit(f"{flag}: {error}") from None
+    env.update(settings)  # an explicit GLIBC_TUNABLES wins over what the tree would add
+    return env, {k: env.get(k, "") for k in ("GLIBC_TUNABLES", "DLBENCH_HOST_ALLOCATOR", *settings)}
+
+
+def tree_commit(tree: str) -> dict:
+    """The git commit of ``tree`` and whether tracked files differ from it."""
+    def git(*args):
+        out = subprocess.run(["git", "-C", tree, *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", default="/work/main", help="tree A (baseline), put first on PYTHONPATH")
@@ -123,21 +146,19 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=2)
     for tree in ("a", "b"):
         p.add_argument(f"--env-{tree}", action="append", default=[], metavar="KEY=VALUE",
-                       help=f"environment of tree {tree.upper()}'s worker, after the tree's own (repeatable); e.g. "
+                       help=f"environment of tree {tree.upper()}'s worker, over the tree's own (repeatable); e.g. "
                             "DLBENCH_HOST_ALLOCATOR=system to time a tree without huge pages")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
     passthrough = [f"--{k}={getattr(args, k)}" for k in ("steps", "model", "scan", "length", "batch", "hidden", "state", "blocks")]
-    procs = {}
-    envs = {}
-    for name, tree, extra in (("A", args.a, args.env_a), ("B", args.b, args.env_b)):
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "DLBENCH_JAX_CACHE": "off"}
-        env = tree_environment(tree, {**env, **dict(item.split("=", 1) for item in extra)})
-        envs[name] = {k: env.get(k, "") for k in ("GLIBC_TUNABLES", "DLBENCH_HOST_ALLOCATOR")} | dict(item.split("=", 1) for item in extra)
-        procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *passthrough], env=env,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+    envs, recorded = {}, {}
+    for name, tree, extra in (("A", args.a, args.env_a), ("B", args.b, args.env_b)):  # all checked before any worker starts
+        envs[name], recorded[name] = worker_environment(tree, extra, f"--env-{name.lower()}")
+    procs = {name: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *passthrough], env=envs[name],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+             for name in ("A", "B")}
     for proc in procs.values():
         assert proc.stdout.readline().strip() == "ready"
     got = {"A": [], "B": []}
@@ -152,7 +173,8 @@ def main() -> None:
             proc.stdin.close()
             proc.wait(timeout=60)
     out = {"widths": {k: getattr(args, k) for k in ("model", "scan", "length", "batch", "hidden", "state", "blocks")},
-           "steps_per_window": args.steps, "rounds": args.rounds, "a": args.a, "b": args.b, "environment": envs}
+           "steps_per_window": args.steps, "rounds": args.rounds, "a": args.a, "b": args.b,
+           "trees": {"A": tree_commit(args.a), "B": tree_commit(args.b)}, "environment": recorded}
     for name in ("A", "B"):
         tps = [g["tokens_per_s"] for g in got[name]]
         out[name] = {"median_tokens_per_s": statistics.median(tps), "min": min(tps), "max": max(tps),

@@ -24,7 +24,7 @@ LAYERS = (
                             "dlbench.cells")),
     ("orchestration", ("dlbench.profile", "dlbench.scan_cell", "dlbench.rounds", "dlbench.suite", "dlbench.merge", "dlbench.catalog")),
     ("reports", ("dlbench.report",)),
-    ("command line", ("dlbench.cli",)),
+    ("command line", ("dlbench.cli", "dlbench.launch")),
 )
 REPORT_MAY_IMPORT = ("foundation", "reports")
 THIRD_PARTY_FORBIDDEN_IN_REPORTS = ("jax", "jaxlib", "flax", "optax", "orbax")

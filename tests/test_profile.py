@@ -1,5 +1,7 @@
 """profile scan: failures are rows and the sweep goes on; resume; the CLI's errors."""
 
+import json
+
 import pytest
 
 from dlbench.cli import main
@@ -105,6 +107,22 @@ def test_a_sweep_with_nothing_to_plot_still_finishes(tmp_path, capsys):
     assert list(rows[rows.metric == "cell_s"].status) == ["n/a"]
     assert "no plot: no successful cells to plot" in capsys.readouterr().out
     assert not (tmp_path / "throughput.png").exists()
+
+
+def test_a_refused_resume_leaves_the_folder_and_its_plot_untouched(tmp_path, capsys):
+    argv = ["profile", "scan", "--models", "lru", "--lengths", "32", "--mode", "fwd", "--hidden", "8", "--state", "4",
+            "--no-isolate", "--no-bandwidth", "--rounds", "1", "--max-rounds", "1", "--repeats", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["host_allocator"] = "glibc.malloc.hugetlb=1 (transparent huge pages: madvise)"  # timed under another policy
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    names = ("manifest.json", "rows.csv", "throughput.png")
+    before = {name: ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_mtime_ns) for name in names}
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert "host allocator: glibc.malloc.hugetlb=1" in captured.err and "plot:" not in captured.out
+    assert {name: ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_mtime_ns) for name in names} == before
 
 
 def test_unknown_backend_and_plot_type_are_one_line_errors(error_line, tmp_path):

@@ -57,6 +57,8 @@ def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_lin
     assert set(zip(merged.task, merged.model, merged.seed, strict=True)) == set(zip(full.task, full.model, full.seed, strict=True))
     assert len(set(merged.seed)) == 3 and merged.run_id.nunique() == 1
     assert _cells(merged) == _cells(full)  # same cells, same measured metrics (training is deterministic)
+    shard_allocator = json.loads((tmp_path / "s0" / "manifest.json").read_text())["host_allocator"]
+    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["host_allocator"] == shard_allocator
 
     # Refusals, one line each: a missing shard, a cell twice, different provenance.
     assert "missing shard(s) 2/3" in error_line(["merge", *shards[:2], "--out", str(tmp_path / "m2")])

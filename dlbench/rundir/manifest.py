@@ -145,8 +145,9 @@ def check_resume(directory: str | os.PathLike, old: Manifest | None, new: Manife
         raise DlbenchError(f"--resume: {directory} holds suite {old.suite!r}, not {new.suite!r}; choose another --out")
     problems = []
     if host_memory.policy(old.host_allocator) != host_memory.policy(new.host_allocator):
+        fix = f"{host_memory.ENV}=system" if host_memory.policy(old.host_allocator) == "system" else "the dlbench command"
         problems.append(f"host allocator: {old.host_allocator or 'system (not recorded)'} in {directory}, {new.host_allocator} now "
-                        f"(set {host_memory.ENV} to match)")
+                        f"(resume with {fix})")
     for key in sorted(set(old.entries) & set(new.entries)):
         for name, a, b in diff_settings(old.entries[key]["settings"], new.entries[key]["settings"]):
             problems.append(f"{key}: {name}: {_show(a)} in {directory}, {_show(b)} now")
