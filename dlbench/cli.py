@@ -567,9 +567,9 @@ class _NoteHandler(logging.Handler):
 
 def _main(argv: list[str] | None, notes: list[str]) -> int:
     try:
-        from dlbench.host_memory import environment
+        from dlbench.host_memory import choice
 
-        environment()  # an unknown DLBENCH_HOST_ALLOCATOR is an error here too, not only in run()
+        choice()  # an unknown DLBENCH_HOST_ALLOCATOR: one line, whichever way the command was started
         code = app(args=argv, standalone_mode=False)
     except DlbenchError as error:
         print(f"dlbench: {error}" if isinstance(error, RunsFailed) else f"dlbench: error: {error}", file=sys.stderr)

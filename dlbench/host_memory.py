@@ -1,26 +1,27 @@
 """Host memory: back XLA:CPU's per-call scratch with transparent huge pages (glibc ``malloc.hugetlb``).
 
-XLA:CPU allocates each execution's temporary buffer (330 MB for a LinOSS-IM training step at the
+XLA:CPU allocates each execution's temporary buffer (346 MB for a LinOSS-IM training step at the
 EigenWorms widths) with ``posix_memalign`` on a worker thread and frees it when the call ends. glibc
 serves a worker thread from a per-thread arena, which cannot hold a block over 64 MB, so every call
 mmaps a fresh region and munmaps it afterwards (``strace`` shows one pair per call): every 4 KiB page
 of it is faulted in again on every call, ~25,000 faults for one layer's forward and backward pass at
-L 4,096, batch 4, H 128, P 64, a third of its time.
+L 4,096, batch 4, H 128, P 64.
 
 With the glibc tunable ``glibc.malloc.hugetlb=1`` glibc asks for transparent huge pages
-(``madvise(MADV_HUGEPAGE)``) on what it maps, so the same region takes one fault per 2 MiB. The
+(``madvise(MADV_HUGEPAGE)``) on what it maps, and a call faults a fraction of the pages. The
 arithmetic is untouched and the memory is still given back after each call, so peak resident memory
-stays what the program needs (measured: 904 MB against 893 MB for 30 training steps; the alternative
-of keeping freed memory in the process, one arena and no mmap, held three extra scratch buffers,
-1,492 MB). The kernel must allow it: ``/sys/kernel/mm/transparent_hugepage/enabled`` set to
-``madvise`` or ``always``; with ``never`` the tunable changes nothing.
+stays what the program needs (results/cpu-train-speed/README.md has the figures; keeping freed
+memory in the process instead, one arena and no mmap, was as fast but holds extra scratch buffers,
+which would inflate every ``peak_bytes`` row). The kernel must allow it:
+``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``madvise`` or ``always``.
 
 glibc reads tunables only when a process starts, so the ``dlbench`` command re-executes itself once
 with ``GLIBC_TUNABLES`` extended (:func:`restart_with_huge_pages`, from :mod:`dlbench.launch` before
 anything heavy is imported); its isolated cells inherit the environment. A ``glibc.malloc.hugetlb``
-the user set is left as it is, and glibc before 2.35 (which lacks the tunable) is left alone. ``DLBENCH_HOST_ALLOCATOR=system`` leaves glibc's defaults alone. Nothing
-changes off glibc (macOS, musl). :func:`state` says what a process runs with; run folders record it.
-This module imports no JAX.
+the user set is left as it is, and glibc before 2.35 (which lacks the tunable) is left alone.
+``DLBENCH_HOST_ALLOCATOR=system`` keeps glibc's defaults. Nothing changes off glibc (macOS, musl).
+:func:`state` says what a process runs with; run folders record it, and :func:`mismatch` is the one
+rule by which ``--resume`` and ``merge`` refuse to pool timings. This module imports no JAX.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from dlbench.errors import DlbenchError, check_choice
+
 ENV = "DLBENCH_HOST_ALLOCATOR"
 CHOICES = ("huge-pages", "system")
 NAME = "glibc.malloc.hugetlb"
@@ -39,13 +42,15 @@ _RESTARTED = "DLBENCH_RESTARTED_FOR_TUNABLES"  # set across the one re-exec, so 
 _THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def _choice(env: Mapping[str, str]) -> str:
-    choice = env.get(ENV) or "huge-pages"
-    if choice not in CHOICES:
-        from dlbench.errors import DlbenchError
+def choice(env: Mapping[str, str] | None = None) -> str:
+    """``DLBENCH_HOST_ALLOCATOR`` of ``env`` (default: this process's); empty means ``huge-pages``.
 
-        raise DlbenchError(f"{ENV}={choice!r} is not a choice; valid: {', '.join(CHOICES)}")
-    return choice
+    Raises :class:`dlbench.errors.DlbenchError`, one line naming the choices, for any other value.
+    """
+    env = os.environ if env is None else env
+    value = env.get(ENV) or "huge-pages"
+    check_choice(ENV, value, CHOICES)
+    return value
 
 
 def _glibc_version() -> tuple[int, int] | None:
@@ -77,7 +82,7 @@ def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     Raises :class:`dlbench.errors.DlbenchError` for an unknown ``DLBENCH_HOST_ALLOCATOR``.
     """
     env = dict(os.environ if env is None else env)
-    if _choice(env) == "huge-pages" and _supported() and _hugetlb(env) is None:
+    if choice(env) == "huge-pages" and _supported() and _hugetlb(env) is None:
         env["GLIBC_TUNABLES"] = ":".join(t for t in (env.get("GLIBC_TUNABLES", ""), TUNABLE) if t)
     return env
 
@@ -95,11 +100,15 @@ def restart_with_huge_pages() -> None:
 
     Call before anything else happens (:mod:`dlbench.launch` does): the process is replaced, with the
     same pid, arguments, standard streams and working directory. Nothing happens outside script mode
-    (``python -c``, ``-m``, a REPL) or when the exec itself fails (the command then runs as it is).
+    (``python -c``, ``-m``, a REPL), for an unknown ``DLBENCH_HOST_ALLOCATOR`` (the command reports
+    it) or when the exec itself fails (the command then runs as it is).
     """
     if os.environ.pop(_RESTARTED, None) or not _script_mode():
         return
-    env = environment()
+    try:
+        env = environment()
+    except DlbenchError:  # an unknown DLBENCH_HOST_ALLOCATOR: the command itself reports it, once
+        return
     if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
         return
     env[_RESTARTED] = "1"
@@ -131,6 +140,19 @@ def policy(recorded_state: str) -> str:
     return "system"
 
 
+def mismatch(first: str, second: str, first_at: str, second_at: str) -> str | None:
+    """Why timings recorded under allocator states ``first`` and ``second`` must not be pooled, or None.
+
+    Compares :func:`policy`; an empty state (a folder written before dlbench recorded it) reads as
+    glibc's defaults. The text names both, where each comes from, and how to match the first.
+    """
+    if policy(first) == policy(second):
+        return None
+    fix = f"{ENV}=system" if policy(first) == "system" else "the dlbench command"
+    return (f"host allocator {first or 'system (not recorded)'} ({first_at}) vs {second or 'system (not recorded)'} "
+            f"({second_at}); match it with {fix}")
+
+
 def state() -> str:
     """What this process's host allocator runs with, in words (recorded in run folders)."""
     version = _glibc_version()
@@ -141,7 +163,7 @@ def state() -> str:
         return f"{TUNABLE} (transparent huge pages: {transparent_huge_pages()})"
     if value is not None:
         return f"system ({NAME}={value} in GLIBC_TUNABLES{'' if version >= (2, 35) else ', unknown to glibc < 2.35'})"
-    if _choice(os.environ) == "system":
+    if choice() == "system":
         return f"system ({ENV}=system)"
     if version < (2, 35):
         return f"system (glibc {version[0]}.{version[1]} has no {NAME})"

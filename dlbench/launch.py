@@ -11,14 +11,9 @@ import sys
 
 
 def run() -> None:
-    from dlbench.errors import DlbenchError
     from dlbench.host_memory import restart_with_huge_pages
 
-    try:
-        restart_with_huge_pages()
-    except DlbenchError as error:
-        print(f"dlbench: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    restart_with_huge_pages()
     from dlbench.cli import main
 
     sys.exit(main())

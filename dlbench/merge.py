@@ -3,7 +3,7 @@
 Refuses, with one line each: a cell (task, model, seed) present in two inputs; provenance that differs
 between inputs (:data:`MUST_AGREE`: the same code and JAX must have produced every row); a run whose
 settings differ between two inputs' manifests (naming the keys), a different suite file, or another
-host allocator (``dlbench.host_memory.policy``: timings under two must not be pooled); different
+host allocator (``dlbench.host_memory.mismatch``: timings under two must not be pooled); different
 suites or shard counts; and, unless ``partial``, a missing shard or a shard with unfinished runs
 (killed mid-run: rows of a run without its final row). Every input is read by the strict reader. The merged ``rows.csv`` keeps every
 row unchanged except ``run_id``, which becomes one new id (one run); ``plan.json`` is the union of the
@@ -76,9 +76,9 @@ def merge_runs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, p
                 if other.suite_sha256 != manifest.suite_sha256:
                     raise DlbenchError(f"{where} and {source} were run from different suite files (SHA-256 {other.suite_sha256[:12]} "
                                        f"vs {manifest.suite_sha256[:12]}); refusing to merge")
-                if host_memory.policy(other.host_allocator) != host_memory.policy(manifest.host_allocator):
-                    raise DlbenchError(f"{where} and {source} were timed under different host allocators ({other.host_allocator or 'system (not recorded)'} "
-                                       f"vs {manifest.host_allocator or 'system (not recorded)'}); refusing to merge")
+                allocator = host_memory.mismatch(other.host_allocator, manifest.host_allocator, where, str(source))
+                if allocator:
+                    raise DlbenchError(f"timed under different allocators: {allocator}; refusing to merge")
                 if other.sets != manifest.sets:
                     only = sorted(set(other.sets) ^ set(manifest.sets))
                     raise DlbenchError(f"{where} and {source} were run with different settings (--set {', '.join(only)} "

@@ -12,8 +12,8 @@ the tree has it); ``--env-a``/``--env-b`` change it, to time what the allocator 
 
     python scripts/train_step_benchmark.py --a /work/main --b . --rounds 9 --steps 4
 
-prints one JSON line: per tree the median and min/max of tokens/s over the rounds, and the ratio
-B/A of the medians with the range of the per-round ratios.
+prints one JSON line: per tree the median and min/max of tokens/s over the rounds and the worker's
+peak resident memory, and the ratio B/A of the medians with the range of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -93,8 +93,18 @@ def worker(args) -> None:
         t0 = time.perf_counter()
         window()
         wall = time.perf_counter() - t0
-        print(json.dumps({"tokens_per_s": args.steps * args.batch * args.length / wall, "step_s": wall / args.steps}), flush=True)
+        print(json.dumps({"tokens_per_s": args.steps * args.batch * args.length / wall, "step_s": wall / args.steps,
+                          "peak_rss_bytes": peak_rss()}), flush=True)
     del jax, jnp
+
+
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM, compilation included), bytes; 0 where /proc has none."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def tree_environment(tree: str, env: dict) -> dict:
@@ -178,7 +188,8 @@ def main() -> None:
     for name in ("A", "B"):
         tps = [g["tokens_per_s"] for g in got[name]]
         out[name] = {"median_tokens_per_s": statistics.median(tps), "min": min(tps), "max": max(tps),
-                     "median_step_s": statistics.median(g["step_s"] for g in got[name])}
+                     "median_step_s": statistics.median(g["step_s"] for g in got[name]),
+                     "peak_rss_bytes": max(g["peak_rss_bytes"] for g in got[name])}
     ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(got["A"], got["B"], strict=True)]
     out["ratio_B_over_A"] = out["B"]["median_tokens_per_s"] / out["A"]["median_tokens_per_s"]
     out["per_round_ratio_min_max"] = [min(ratios), max(ratios)]

@@ -121,7 +121,7 @@ def test_a_refused_resume_leaves_the_folder_and_its_plot_untouched(tmp_path, cap
     capsys.readouterr()
     assert main([*argv, "--resume"]) == 2
     captured = capsys.readouterr()
-    assert "host allocator: glibc.malloc.hugetlb=1" in captured.err and "plot:" not in captured.out
+    assert "host allocator glibc.malloc.hugetlb=1" in captured.err and "plot:" not in captured.out
     assert {name: ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_mtime_ns) for name in names} == before
 
 

@@ -79,4 +79,4 @@ def test_three_shards_merged_equal_one_unsharded_run(tmp_path, capsys, error_lin
     manifest["host_allocator"] = "glibc.malloc.hugetlb=1 (transparent huge pages: madvise)"
     (timed / "manifest.json").write_text(json.dumps(manifest))
     err = error_line(["merge", *shards[:2], str(timed), "--out", str(tmp_path / "m6")])
-    assert "timed under different host allocators" in err and not (tmp_path / "m6" / "rows.csv").exists()
+    assert "timed under different allocators: host allocator" in err and not (tmp_path / "m6" / "rows.csv").exists()

@@ -8,7 +8,7 @@ commit. It is written before the first row and rewritten (atomically) when a res
 Resume rules (:func:`check_resume`): the folder must hold the same kind (train or profile) and the
 same suite; every run present in both the folder and the new plan must have identical settings, else
 the resume is refused naming each differing key (``train.steps: 20 in DIR, 30 now``), and so is a
-host allocator policy other than the folder's (``dlbench.host_memory.policy``). A folder
+host allocator policy other than the folder's (``dlbench.host_memory.mismatch``). A folder
 without a manifest (written by an older dlbench) cannot be checked: that is said, not refused.
 Unfinished runs are trimmed (:func:`trim_unfinished`) so a resumed folder ends with the rows of an
 uninterrupted one.
@@ -144,10 +144,9 @@ def check_resume(directory: str | os.PathLike, old: Manifest | None, new: Manife
     if old.suite != new.suite:
         raise DlbenchError(f"--resume: {directory} holds suite {old.suite!r}, not {new.suite!r}; choose another --out")
     problems = []
-    if host_memory.policy(old.host_allocator) != host_memory.policy(new.host_allocator):
-        fix = f"{host_memory.ENV}=system" if host_memory.policy(old.host_allocator) == "system" else "the dlbench command"
-        problems.append(f"host allocator: {old.host_allocator or 'system (not recorded)'} in {directory}, {new.host_allocator} now "
-                        f"(resume with {fix})")
+    allocator = host_memory.mismatch(old.host_allocator, new.host_allocator, str(directory), "this process")
+    if allocator:
+        problems.append(allocator)
     for key in sorted(set(old.entries) & set(new.entries)):
         for name, a, b in diff_settings(old.entries[key]["settings"], new.entries[key]["settings"]):
             problems.append(f"{key}: {name}: {_show(a)} in {directory}, {_show(b)} now")
