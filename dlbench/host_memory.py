@@ -11,8 +11,8 @@ With the glibc tunable ``glibc.malloc.hugetlb=1`` glibc asks for transparent hug
 (``madvise(MADV_HUGEPAGE)``) on what it maps, and a call faults a fraction of the pages. The
 arithmetic is untouched and the memory is still given back after each call, so peak resident memory
 stays what the program needs (results/cpu-train-speed/README.md has the figures; keeping freed
-memory in the process instead, one arena and no mmap, was as fast but holds extra scratch buffers,
-which would inflate every ``peak_bytes`` row). The kernel must allow it:
+memory in the process instead, one arena and no mmap, is faster per call but held 1.67x the peak
+memory, which would inflate every ``peak_bytes`` row). The kernel must allow it:
 ``/sys/kernel/mm/transparent_hugepage/enabled`` set to ``madvise`` or ``always``.
 
 glibc reads tunables only when a process starts, so the ``dlbench`` command re-executes itself once
